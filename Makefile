@@ -1,0 +1,33 @@
+# Two commands do everything: `make run` trains CartPole-v1, `make test` runs the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0: on this kind of machine pip takes the CPU wheel from local disk; a
+# machine with a GPU gets PyPI's default (CUDA) build. Override: make install TORCH=torch
+TORCH ?= torch==2.13.0
+ARGS ?=
+
+.PHONY: install run test proto lint bench-solve clean
+
+$(BIN)/dqn: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+install: $(BIN)/dqn
+
+run: install
+	$(BIN)/dqn train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+proto: install
+	$(BIN)/python -m dqn.protogen
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,113 @@
+"""One actor: a vector env, a CPU copy of the Q-network, epsilon-greedy acting.
+
+The loop only touches the adder (which writes batches) and the weight client (which
+never blocks); it knows nothing of gRPC or Ray, so it also runs as a plain process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+
+import numpy as np
+import torch
+
+from actors import epsilon as schedules
+from actors.adder import TransitionAdder
+from actors.policy import epsilon_greedy
+from dqn.config import Config
+from dqn.envs import make_vector_env
+from dqn.networks import build_q_network
+
+log = logging.getLogger("actors.actor")
+
+
+class Actor:
+    def __init__(self, config: Config, actor_id: int, writer, weight_client,
+                 incarnation: int | None = None):
+        a = config.actors
+        self.config = config
+        self.actor_id = actor_id
+        self.num_envs = a.envs_per_actor
+        self.writer = writer
+        self.weights = weight_client
+        self.seed = config.run.seed * 100_003 + actor_id * 1_009
+        self.rng = np.random.default_rng(self.seed)
+        torch.manual_seed(self.seed)
+        self.env = make_vector_env(config.env.id, self.num_envs, seed=self.seed)
+        obs_shape = self.env.single_observation_space.shape
+        self.n_actions = int(self.env.single_action_space.n)
+        self.net = build_q_network(obs_shape, self.n_actions, config.network)
+        self.net.eval()
+        if a.epsilon == "apex":
+            total = a.num_actors * self.num_envs
+            first = actor_id * self.num_envs
+            self._apex = schedules.apex(total, a.apex_eps, a.apex_alpha)[
+                np.arange(first, first + self.num_envs) % total]
+        else:
+            self._apex = None
+        self.adder = TransitionAdder(
+            self.num_envs, writer, actor_id,
+            incarnation if incarnation is not None else random.getrandbits(63),
+            gamma=config.learner.gamma, n_step=config.learner.n_step, push_every=a.push_every,
+            policy_version=lambda: self.weights.version, epsilon=self.current_epsilon_mean,
+        )
+
+    def epsilon(self) -> np.ndarray | float:
+        if self._apex is not None:
+            return self._apex
+        a = self.config.actors
+        fleet_steps = self.adder.env_steps * a.num_actors
+        return schedules.linear(fleet_steps, a.eps_start, a.eps_end, a.eps_decay_steps)
+
+    def current_epsilon_mean(self) -> float:
+        return float(np.mean(self.epsilon()))
+
+    def run(self, stop: threading.Event, max_steps: int | None = None) -> int:
+        """Act until ``stop`` is set (or ``max_steps`` vector steps); returns env steps."""
+        torch.set_num_threads(1)
+        obs, _ = self.env.reset(seed=self.seed)
+        self.adder.observe_first(obs)
+        poll = self.config.actors.weight_poll_steps
+        step = 0
+        with torch.inference_mode():
+            while not stop.is_set() and (max_steps is None or step < max_steps):
+                if step % poll == 0:
+                    self.weights.update(self.net)
+                q = self.net(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+                actions = epsilon_greedy(q, self.epsilon(), self.rng)
+                obs, reward, terminated, truncated, _ = self.env.step(actions)
+                self.adder.add(actions, reward, obs, terminated, truncated)
+                step += 1
+        self.adder.flush()
+        return self.adder.env_steps
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def run_actor_process(config: Config, actor_id: int, replay_address: str,
+                      weights_address: str, stop: threading.Event | None = None) -> None:
+    """Entry of a plain-process actor (no Ray): runs until SIGTERM/SIGINT."""
+    import signal
+
+    from actors.replay_client import GrpcReplayWriter
+    from actors.weight_client import GrpcWeightClient
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    writer = GrpcReplayWriter(replay_address, max_message_mb=config.replay.max_message_mb)
+    weights = GrpcWeightClient(weights_address, max_message_mb=config.replay.max_message_mb)
+    actor = Actor(config, actor_id, writer, weights)
+    log.info("actor %d (pid %d) acting on %s x%d", actor_id, os.getpid(), config.env.id,
+             actor.num_envs)
+    try:
+        actor.run(stop)
+    finally:
+        writer.close()
+        weights.close()
+        actor.close()

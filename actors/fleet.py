@@ -1,0 +1,103 @@
+"""The actor fleet on Ray: placement, restart on failure, resizing while training runs.
+
+Ray is the control plane only: each Ray actor runs :class:`actors.actor.Actor` in a
+thread and talks to the replay server and weight service over gRPC directly, so no
+transition or weight goes through Ray's object store. A restarted Ray actor reruns
+its constructor, which starts acting again with a new incarnation id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import ray
+
+from dqn.config import Config
+
+log = logging.getLogger("actors.fleet")
+
+
+class _RayActor:
+    """Body of one Ray actor; the loop runs in a thread so calls stay answerable."""
+
+    def __init__(self, config: Config, actor_id: int, replay_address: str, weights_address: str):
+        from actors.actor import run_actor_process
+
+        self.actor_id = actor_id
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+        def body() -> None:
+            try:
+                run_actor_process(config, actor_id, replay_address, weights_address, self._stop)
+            except BaseException as exc:  # surfaced through ping(); Ray restarts us
+                self._error = exc
+                log.exception("actor %d failed", actor_id)
+                os._exit(1)
+
+        self._thread = threading.Thread(target=body, name=f"actor-{actor_id}", daemon=True)
+        self._thread.start()
+
+    def ping(self) -> dict:
+        return {"actor_id": self.actor_id, "pid": os.getpid(), "alive": self._thread.is_alive(),
+                "node": ray.get_runtime_context().get_node_id(), "started": self.started}
+
+    def stop(self) -> bool:
+        self._stop.set()
+        self._thread.join(10.0)
+        return not self._thread.is_alive()
+
+
+class RayFleet:
+    """N Ray actors with restarts; ``resize(n)`` grows or shrinks the running fleet."""
+
+    def __init__(self, config: Config, replay_address: str, weights_address: str):
+        a = config.actors
+        self.config = config
+        self.replay_address = replay_address
+        self.weights_address = weights_address
+        self._cls = ray.remote(
+            num_cpus=a.cpus_per_actor, max_restarts=a.max_restarts, max_task_retries=0,
+        )(_RayActor)
+        self.handles: dict[int, ray.actor.ActorHandle] = {}
+
+    def resize(self, n: int) -> None:
+        if n < 0:
+            raise ValueError(f"actor count must be >= 0, got {n}")
+        next_id = max(self.handles, default=-1) + 1
+        while len(self.handles) < n:
+            self.handles[next_id] = self._cls.options(name=None).remote(
+                self.config, next_id, self.replay_address, self.weights_address)
+            next_id += 1
+        while len(self.handles) > n:
+            actor_id = max(self.handles)
+            handle = self.handles.pop(actor_id)
+            try:
+                ray.get(handle.stop.remote(), timeout=15)
+            except Exception:  # noqa: BLE001 - a dead actor needs no stop
+                pass
+            ray.kill(handle, no_restart=True)
+        log.info("fleet resized to %d actors", n)
+
+    def start(self, n: int | None = None) -> None:
+        self.resize(self.config.actors.num_actors if n is None else n)
+
+    def ping(self, timeout: float = 30.0) -> list[dict]:
+        refs = [h.ping.remote() for h in self.handles.values()]
+        return ray.get(refs, timeout=timeout)
+
+    def stop(self) -> None:
+        self.resize(0)
+
+
+def init_local_ray(num_cpus: int | None = None) -> None:
+    """Start a private single-node Ray on loopback (never joins another cluster)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(
+        address="local", num_cpus=num_cpus, include_dashboard=False,
+        _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=True,
+    )

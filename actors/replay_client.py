@@ -1,0 +1,99 @@
+"""The actor's ReplayWriter over gRPC: a bounded queue drained by a sender thread.
+
+``write()`` returns at once unless the queue is full, which is how replay-server
+backpressure (rate limiter) reaches the acting loop. Failed pushes are retried with
+backoff; the server drops any batch it already has, keyed by (actor, sequence).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import grpc
+
+from dqn import rpc
+from dqn.retry import Backoff, is_retryable
+from dqn.v1 import replay_pb2 as pb
+from dqn.v1 import replay_pb2_grpc as pb_grpc
+
+log = logging.getLogger("actors.replay_client")
+
+
+class ReplayWriterError(RuntimeError):
+    pass
+
+
+class GrpcReplayWriter:
+    def __init__(self, address: str, max_pending: int = 8, max_per_call: int = 16,
+                 deadline_s: float = 30.0, max_message_mb: int = 64):
+        self._channel = rpc.channel(address, max_message_mb)
+        self._stub = pb_grpc.ReplayServiceStub(self._channel)
+        self._queue: queue.Queue[pb.TransitionBatch | None] = queue.Queue(maxsize=max_pending)
+        self._max_per_call = max_per_call
+        self._deadline = deadline_s
+        self._error: Exception | None = None
+        self._closed = threading.Event()
+        self.pushed_batches = 0
+        self.pushed_transitions = 0
+        self._thread = threading.Thread(target=self._run, name="replay-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, batch: pb.TransitionBatch) -> None:
+        if self._error is not None:
+            raise ReplayWriterError(str(self._error)) from self._error
+        while not self._closed.is_set():
+            try:
+                self._queue.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                if self._error is not None:
+                    raise ReplayWriterError(str(self._error)) from self._error
+
+    def _run(self) -> None:
+        backoff = Backoff()
+        while not self._closed.is_set():
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if first is None:
+                return
+            pending = [first]
+            while len(pending) < self._max_per_call:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._closed.set()
+                    break
+                pending.append(item)
+            while True:
+                try:
+                    reply = self._stub.Push(iter([pb.PushRequest(batch=b) for b in pending]),
+                                            timeout=self._deadline)
+                    self.pushed_batches += reply.accepted_batches
+                    self.pushed_transitions += reply.accepted_transitions
+                    backoff.reset()
+                    break
+                except grpc.RpcError as exc:
+                    if not is_retryable(exc):
+                        self._error = exc
+                        log.error("replay server refused a batch: %s %s", exc.code(), exc.details())
+                        return
+                    if self._closed.is_set():
+                        return
+                    delay = backoff.next()
+                    log.debug("push failed (%s), retrying in %.2fs", exc.code(), delay)
+                    self._closed.wait(delay)
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            self._closed.set()
+        self._thread.join(timeout)
+        self._closed.set()
+        self._channel.close()

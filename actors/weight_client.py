@@ -1,0 +1,67 @@
+"""The actor's WeightClient: a thread watches ``WatchWeights``; ``update()`` never blocks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+import torch
+
+from dqn import rpc
+from dqn import weights as weights_codec
+from dqn.retry import Backoff
+from dqn.v1 import replay_pb2 as pb
+from dqn.v1 import replay_pb2_grpc as pb_grpc
+
+log = logging.getLogger("actors.weight_client")
+
+
+class GrpcWeightClient:
+    """Latest-wins holder of the learner's weights."""
+
+    def __init__(self, address: str, max_message_mb: int = 64):
+        self._channel = rpc.channel(address, max_message_mb)
+        self._stub = pb_grpc.WeightServiceStub(self._channel)
+        self._lock = threading.Lock()
+        self._latest: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._closed = threading.Event()
+        self._call = None
+        self.version = 0  # version loaded into the caller's network
+        self._thread = threading.Thread(target=self._run, name="weight-client", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = Backoff(cap=1.0)
+        seen = 0
+        while not self._closed.is_set():
+            try:
+                self._call = self._stub.WatchWeights(pb.WatchWeightsRequest(after_version=seen))
+                for msg in self._call:
+                    state = weights_codec.from_proto(msg)
+                    with self._lock:
+                        self._latest = (msg.version, state)
+                    seen = msg.version
+                    backoff.reset()
+            except grpc.RpcError as exc:
+                if self._closed.is_set():
+                    return
+                log.debug("weight stream ended (%s); reconnecting", exc.code())
+            self._closed.wait(backoff.next())
+
+    def update(self, net: torch.nn.Module) -> bool:
+        """Load the newest weights into ``net`` if newer than what it has. Never blocks."""
+        with self._lock:
+            latest, self._latest = self._latest, None
+        if latest is None or latest[0] <= self.version:
+            return False
+        net.load_state_dict(latest[1])
+        self.version = latest[0]
+        return True
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
+        self._channel.close()
+        self._thread.join(2.0)

@@ -1,0 +1,54 @@
+"""``dqn actors``: run a fleet against given replay and weight addresses."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import threading
+
+from dqn.config import Config
+
+log = logging.getLogger("deploy.fleet_driver")
+
+
+def run_fleet(config: Config, replay_address: str, weights_address: str,
+              ray_address: str = "local") -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    n = config.actors.num_actors
+    if config.actors.runner == "process":
+        from actors.actor import run_actor_process
+
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=run_actor_process,
+                             args=(config, i, replay_address, weights_address), daemon=False)
+                 for i in range(n)]
+        for p in procs:
+            p.start()
+        log.info("%d actor processes started", n)
+        stop.wait()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(10)
+        return 0
+
+    import ray
+
+    from actors.fleet import RayFleet, init_local_ray
+
+    if ray_address == "local":
+        init_local_ray()
+    else:
+        ray.init(address=ray_address, configure_logging=False)
+    fleet = RayFleet(config, replay_address, weights_address)
+    fleet.start(n)
+    log.info("%d Ray actors started", n)
+    try:
+        stop.wait()
+    finally:
+        fleet.stop()
+        ray.shutdown()
+    return 0

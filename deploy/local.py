@@ -1,0 +1,163 @@
+"""``dqn train``: the local single-node mode.
+
+Topology, wired here and nowhere else:
+
+1. the replay server, a process on a free loopback port;
+2. the learner, a process hosting the weight service on a free loopback port;
+3. a private local Ray (``address="local"``) running the actor fleet, whose actors
+   talk gRPC to both servers.
+
+The launcher waits for the learner to finish (solved, or a budget spent), then
+stops the fleet, Ray and the replay server, on Ctrl-C or SIGTERM too, and leaves no
+process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from dqn import config as config_mod
+from dqn import rpc
+from dqn.config import Config
+
+log = logging.getLogger("deploy.local")
+
+
+class _PeakRSS:
+    """Samples the RSS of this process and all its descendants (Ray's too)."""
+
+    def __init__(self, interval: float = 0.5):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(self._interval):
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(2)
+        return self.peak
+
+
+def _spawn(args: list[str], log_path: Path | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dqn.cli", *args]
+    return subprocess.Popen(cmd, stdout=None, stderr=None)
+
+
+def _terminate(proc: subprocess.Popen | None, name: str, timeout: float = 15.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("%s (pid %d) ignored SIGTERM; killing it", name, proc.pid)
+        proc.kill()
+        proc.wait()
+
+
+def train(config: Config, resume: bool = False) -> int:
+    start_time = psutil.Process().create_time()
+    run_dir = Path(config.run.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".*.ready"):
+        stale.unlink()
+    if not resume:
+        for old in ("summary.json", "policy.pt", "metrics.jsonl"):
+            (run_dir / old).unlink(missing_ok=True)
+    config_path = run_dir / "config.json"
+    config_mod.save(config, config_path)
+    peak = _PeakRSS()
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    replay = learner = None
+    fleet = None
+    ray_started = False
+    code = 1
+    try:
+        common = ["--config", str(config_path)]
+        replay_ready = run_dir / ".replay.ready"
+        replay = _spawn(["replay-server", *common, "--ready-file", str(replay_ready)])
+        replay_info = rpc.read_ready_file(replay_ready, 60, alive=lambda: replay.poll() is None)
+        replay_address = replay_info["address"]
+
+        learner_ready = run_dir / ".learner.ready"
+        learner = _spawn(["learner", *common, "--replay-address", replay_address,
+                          "--ready-file", str(learner_ready), "--start-time", str(start_time)]
+                         + (["--resume"] if resume else []))
+
+        import ray
+
+        from actors.fleet import RayFleet, init_local_ray
+
+        init_local_ray(num_cpus=max(os.cpu_count() or 1, 1))
+        ray_started = True
+        learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
+        fleet = RayFleet(config, replay_address, learner_info["address"])
+        fleet.start()
+        print(f"[{time.time() - start_time:6.1f}s] training {config.env.id}: replay "
+              f"{replay_address}, weights {learner_info['address']} ({learner_info['device']}), "
+              f"{config.actors.num_actors} Ray actors x {config.actors.envs_per_actor} envs; "
+              f"run dir {run_dir}", flush=True)
+        while not stop.is_set():
+            if learner.poll() is not None:
+                break
+            if replay.poll() is not None:
+                log.error("replay server exited with %s; stopping", replay.returncode)
+                break
+            stop.wait(0.2)
+        code = 0 if learner.poll() == 0 else 1
+    except KeyboardInterrupt:
+        print("interrupted; shutting down", flush=True)
+        stop.set()
+    finally:
+        if learner is not None and learner.poll() is None:
+            _terminate(learner, "learner", 60)  # writes its outputs on SIGTERM
+            code = 0 if learner.returncode == 0 else 1
+        if fleet is not None:
+            try:
+                fleet.stop()
+            except Exception as exc:  # noqa: BLE001 - best effort while shutting down
+                log.warning("fleet stop: %s", exc)
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+        _terminate(replay, "replay server")
+        signal.signal(signal.SIGTERM, old_term)
+    peak_bytes = peak.stop()
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        summary["peak_rss_mb"] = round(peak_bytes / rpc.MiB, 1)
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"summary: solved={summary['solved']} seconds_to_solve="
+              f"{summary['seconds_to_solve']} env_steps_to_solve={summary['env_steps_to_solve']}"
+              f" eval={summary['eval_mean']:.1f} peak_rss={summary['peak_rss_mb']} MiB "
+              f"-> {summary_path}", flush=True)
+    return code if not stop.is_set() else 130

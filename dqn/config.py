@@ -1,0 +1,357 @@
+"""One frozen-dataclass configuration tree.
+
+Every field carries a one-line help text (shown by ``--help``) and is validated when
+the tree is built, with an error naming the field (``learner.lr: must be > 0``).
+Parsing of files, flags and environment variables happens only in entry points,
+through :func:`load`; components receive the frozen objects.
+
+Sources, later wins: defaults < config file (TOML or JSON) < environment variables
+``DQN_<SECTION>__<FIELD>`` (e.g. ``DQN_LEARNER__LR=0.001``) < ``--section.field``
+command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message starts with the field's dotted name."""
+
+
+def opt(default: Any, help: str, **checks: Any) -> Any:
+    """A config field: default, one-line help, and checks (gt, ge, le, lt, choices)."""
+    return dataclasses.field(default=default, metadata={"help": help, **checks})
+
+
+def _check_field(section: str, f: dataclasses.Field, value: Any) -> None:
+    name = f"{section}.{f.name}" if section else f.name
+    meta = f.metadata
+    if value is None and meta.get("optional"):
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{name}: must be one of {list(meta['choices'])}, got {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+        for key, op, text in (
+            ("gt", lambda a, b: a > b, ">"),
+            ("ge", lambda a, b: a >= b, ">="),
+            ("lt", lambda a, b: a < b, "<"),
+            ("le", lambda a, b: a <= b, "<="),
+        ):
+            if key in meta and not op(value, meta[key]):
+                raise ConfigError(f"{name}: must be {text} {meta[key]}, got {value!r}")
+
+
+class _Section:
+    """Validates field types and ranges after construction."""
+
+    _section: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            name = f"{self._section}.{f.name}"
+            value = _coerce(name, hints[f.name], value)
+            object.__setattr__(self, f.name, value)
+            _check_field(self._section, f, value)
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field checks of a section."""
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Coerce strings (from flags, env vars) and JSON lists to the field's type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v]
+            return tuple(_coerce(name, args[0], v) for v in value)
+        if hint is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(value)
+                return int(value)
+            return int(str(value).replace("_", ""))
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+    except (ValueError, TypeError):
+        type_name = getattr(hint, "__name__", str(hint))
+        raise ConfigError(f"{name}: expected {type_name}, got {value!r}") from None
+    return value
+
+
+@dataclass(frozen=True)
+class EnvConfig(_Section):
+    _section: typing.ClassVar[str] = "env"
+    id: str = opt("CartPole-v1", "gymnasium env id (discrete actions); Probe1-v0..Probe5-v0 too")
+    solve_threshold: float | None = opt(
+        None, "greedy mean return that counts as solved (default: the env's reward_threshold)",
+        optional=True,
+    )
+
+
+@dataclass(frozen=True)
+class NetworkConfig(_Section):
+    _section: typing.ClassVar[str] = "network"
+    hidden: tuple[int, ...] = opt((256, 256), "hidden layer sizes of the MLP Q-network")
+    dueling: bool = opt(False, "use a dueling head (value + advantage streams)")
+
+    def check(self) -> None:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"network.hidden: sizes must be >= 1, got {list(self.hidden)}")
+
+
+@dataclass(frozen=True)
+class ReplayConfig(_Section):
+    _section: typing.ClassVar[str] = "replay"
+    capacity: int = opt(100_000, "transitions held; older ones are overwritten", ge=1)
+    min_size: int = opt(1_000, "transitions stored before the first sample", ge=1)
+    samples_per_insert: float = opt(
+        0.0, "target sampled/inserted transitions ratio; 0 switches the rate limiter off", ge=0
+    )
+    spi_tolerance: float = opt(
+        0.0, "allowed drift from samples_per_insert, in sampled transitions (band width / 2)",
+        ge=0,
+    )
+    max_batch_transitions: int = opt(4_096, "largest accepted TransitionBatch", ge=1)
+    max_message_mb: int = opt(64, "largest gRPC message, MiB", ge=1, le=1024)
+    host: str = opt("127.0.0.1", "address the replay server binds")
+    port: int = opt(0, "port the replay server binds; 0 picks a free one", ge=0, le=65535)
+
+    def check(self) -> None:
+        if self.min_size > self.capacity:
+            raise ConfigError(
+                f"replay.min_size: {self.min_size} exceeds replay.capacity {self.capacity}"
+            )
+
+
+@dataclass(frozen=True)
+class ActorConfig(_Section):
+    _section: typing.ClassVar[str] = "actors"
+    num_actors: int = opt(2, "actor processes", ge=1, le=1024)
+    envs_per_actor: int = opt(8, "gymnasium envs per actor, stepped as one vector env", ge=1)
+    push_every: int = opt(64, "transitions per TransitionBatch sent to the replay server", ge=1)
+    epsilon: str = opt(
+        "linear", "exploration: 'linear' decay shared by all, or 'apex' fixed per env",
+        choices=("linear", "apex"),
+    )
+    eps_start: float = opt(1.0, "linear: starting epsilon", ge=0, le=1)
+    eps_end: float = opt(0.02, "linear: final epsilon", ge=0, le=1)
+    eps_decay_steps: int = opt(10_000, "linear: fleet env steps to reach eps_end", ge=1)
+    apex_eps: float = opt(0.4, "apex: base epsilon, eps_i = apex_eps ** (1 + i/(N-1) * alpha)",
+                          ge=0, le=1)
+    apex_alpha: float = opt(7.0, "apex: spread exponent alpha", ge=0)
+    weight_poll_steps: int = opt(1, "vector steps between non-blocking weight pick-ups", ge=1)
+    cpus_per_actor: float = opt(0.5, "Ray CPUs reserved per actor (fractional is fine)", gt=0)
+    max_restarts: int = opt(-1, "Ray restarts of a failed actor (-1 = forever)", ge=-1)
+    runner: str = opt("ray", "how actors run: 'ray' actors or plain 'process'es",
+                      choices=("ray", "process"))
+
+
+@dataclass(frozen=True)
+class LearnerConfig(_Section):
+    _section: typing.ClassVar[str] = "learner"
+    device: str = opt("auto", "torch device: auto (cuda if present), cpu or cuda",
+                      choices=("auto", "cpu", "cuda"))
+    batch_size: int = opt(128, "transitions per update", ge=1)
+    lr: float = opt(1e-3, "Adam learning rate", gt=0)
+    adam_eps: float = opt(1e-5, "Adam epsilon", gt=0)
+    gamma: float = opt(0.99, "discount factor", ge=0, le=1)
+    n_step: int = opt(1, "n-step returns (built by the actors)", ge=1, le=100)
+    double_dqn: bool = opt(True, "Double DQN targets (online argmax, target value)")
+    huber_delta: float = opt(1.0, "Huber loss delta", gt=0)
+    grad_clip: float = opt(10.0, "max global gradient norm (0 = off)", ge=0)
+    target_update: str = opt("polyak", "target network update: 'polyak' or 'hard'",
+                             choices=("polyak", "hard"))
+    tau: float = opt(0.01, "polyak: target <- tau*online + (1-tau)*target each update",
+                     gt=0, le=1)
+    target_period: int = opt(500, "hard: updates between target copies", ge=1)
+    publish_every: int = opt(10, "updates between weight publications to actors", ge=1)
+    batches_per_call: int = opt(16, "batches fetched per Sample RPC", ge=1, le=1024)
+    prefetch_calls: int = opt(2, "Sample responses kept ready ahead of use", ge=1, le=64)
+    max_updates_per_sec: float = opt(
+        0.0, "cap on update rate (0 = no cap); keeps a CPU-only learner from starving actors",
+        ge=0,
+    )
+    threads: int = opt(1, "torch CPU threads of the learner", ge=1)
+    host: str = opt("127.0.0.1", "address the weight service binds")
+    port: int = opt(0, "port the weight service binds; 0 picks a free one", ge=0, le=65535)
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    _section: typing.ClassVar[str] = "eval"
+    episodes: int = opt(20, "greedy evaluation episodes per evaluation", ge=1)
+    every_updates: int = opt(1000, "learner updates between evaluations", ge=1)
+    min_train_return: float | None = opt(
+        None, "evaluate early only once the recent training mean reaches this (default: off)",
+        optional=True,
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    _section: typing.ClassVar[str] = "run"
+    dir: str = opt("runs/latest", "run directory for config, metrics, checkpoints, policy")
+    seed: int = opt(0, "base random seed", ge=0)
+    max_seconds: float = opt(600.0, "stop after this many seconds from process start", gt=0)
+    max_env_steps: int = opt(2_000_000, "stop after this many env steps (fleet total)", ge=1)
+    max_updates: int = opt(10_000_000, "stop after this many learner updates", ge=1)
+    checkpoint_every_seconds: float = opt(30.0, "seconds between learner checkpoints", gt=0)
+    progress_every_seconds: float = opt(2.0, "seconds between progress lines", gt=0)
+    stop_when_solved: bool = opt(True, "stop as soon as the greedy evaluation reaches the threshold")
+
+
+@dataclass(frozen=True)
+class Config:
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
+    actors: ActorConfig = dataclasses.field(default_factory=ActorConfig)
+    learner: LearnerConfig = dataclasses.field(default_factory=LearnerConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        r = self.replay
+        if r.samples_per_insert > 0:
+            # The band must let a whole sample call and a whole pushed batch through,
+            # otherwise sampler and pushers can wait on each other forever.
+            need = max(
+                self.learner.batch_size * self.learner.batches_per_call,
+                r.samples_per_insert * self.actors.push_every,
+            )
+            if r.spi_tolerance < need:
+                raise ConfigError(
+                    f"replay.spi_tolerance: {r.spi_tolerance} would deadlock; it must be at "
+                    f"least one sample call or one pushed batch ({need:g} sampled transitions)"
+                )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {
+    "env": EnvConfig, "network": NetworkConfig, "replay": ReplayConfig,
+    "actors": ActorConfig, "learner": LearnerConfig, "eval": EvalConfig, "run": RunConfig,
+}
+ENV_PREFIX = "DQN_"
+
+
+def build(values: dict[str, dict[str, Any]]) -> Config:
+    """Build a validated Config from nested ``{section: {field: value}}``."""
+    sections = {}
+    for name, data in values.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(SECTIONS)})")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{name}: expected a table of fields, got {data!r}")
+        known = {f.name for f in dataclasses.fields(SECTIONS[name])}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"{name}.{key}: unknown field (known: {', '.join(sorted(known))})")
+    for name, cls in SECTIONS.items():
+        sections[name] = cls(**values.get(name, {}))
+    return Config(**sections)
+
+
+def read_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {p}: {exc}") from None
+    return data
+
+
+def from_environ(environ: typing.Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``DQN_LEARNER__LR=0.001`` -> ``{"learner": {"lr": "0.001"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
+        if section not in SECTIONS:
+            continue
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, data in layer.items():
+            if isinstance(data, dict):
+                out.setdefault(section, {}).update(data)
+            else:
+                out[section] = data
+    return out
+
+
+def load(
+    file: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults < file < environment < overrides (command-line flags)."""
+    layers = []
+    if file:
+        layers.append(read_file(file))
+    layers.append(from_environ(os.environ if environ is None else environ))
+    if overrides:
+        layers.append(overrides)
+    return build(merge(*layers))
+
+
+def iter_fields():
+    """Yield ``(section, field, help)`` for every field, for building CLI flags."""
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield section, f, f.metadata.get("help", "")
+
+
+def save(config: Config, path: str | os.PathLike) -> None:
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")

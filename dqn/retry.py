@@ -1,0 +1,36 @@
+"""Exponential backoff with full jitter, and which gRPC failures are worth a retry."""
+
+from __future__ import annotations
+
+import random
+
+import grpc
+
+RETRYABLE = frozenset({
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+})
+
+
+def is_retryable(error: grpc.RpcError) -> bool:
+    code = error.code() if hasattr(error, "code") else None
+    return code in RETRYABLE
+
+
+class Backoff:
+    """``next()`` returns the next sleep: uniform in ``[0, min(cap, base * 2**k)]``."""
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0, rng: random.Random | None = None):
+        self.base, self.cap = base, cap
+        self.rng = rng or random.Random()
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * (2 ** self.attempt))
+        self.attempt += 1
+        return self.rng.uniform(0, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0

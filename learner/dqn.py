@@ -1,0 +1,70 @@
+"""The DQN update: Double-DQN targets, Huber loss, Adam, clipping, target updates."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dqn.config import LearnerConfig
+
+
+def td_targets(reward: torch.Tensor, terminated: torch.Tensor, discount: torch.Tensor,
+               next_q_online: torch.Tensor, next_q_target: torch.Tensor,
+               double: bool = True) -> torch.Tensor:
+    """Bootstrapped targets ``[B]``.
+
+    ``y = r + discount * (1 - terminated) * Q_target(s', a*)`` with
+    ``a* = argmax_a Q_online(s', a)`` (Double DQN) or ``argmax_a Q_target(s', a)``.
+    reward, terminated, discount: ``[B]``; next_q_online, next_q_target: ``[B, A]``.
+    ``discount`` is ``gamma ** n`` for n-step transitions.
+    """
+    if double:
+        best = next_q_online.argmax(dim=1, keepdim=True)
+    else:
+        best = next_q_target.argmax(dim=1, keepdim=True)
+    next_v = next_q_target.gather(1, best).squeeze(1)
+    return reward + discount * (~terminated).to(reward.dtype) * next_v
+
+
+class DQNUpdate:
+    """Owns the online and target networks and the optimizer; ``step(batch)`` updates once."""
+
+    def __init__(self, online: nn.Module, target: nn.Module, cfg: LearnerConfig):
+        self.cfg = cfg
+        self.online = online
+        self.target = target
+        self.target.load_state_dict(online.state_dict())
+        self.target.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.updates = 0
+        self._online_params = list(online.parameters())
+        self._target_params = list(target.parameters())
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One gradient step on a batch of ``B`` transitions; returns detached stats."""
+        obs, action, reward = batch["obs"], batch["action"], batch["reward"]
+        next_obs, terminated, discount = batch["next_obs"], batch["terminated"], batch["discount"]
+        with torch.no_grad():
+            next_q_target = self.target(next_obs)  # [B, A]
+            next_q_online = self.online(next_obs) if self.cfg.double_dqn else next_q_target
+            y = td_targets(reward, terminated, discount, next_q_online, next_q_target,
+                           self.cfg.double_dqn)  # [B]
+        q = self.online(obs).gather(1, action.unsqueeze(1)).squeeze(1)  # [B]
+        loss = F.huber_loss(q, y, delta=self.cfg.huber_delta)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self._online_params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.updates += 1
+        self._update_target()
+        return {"loss": loss.detach(), "q_mean": q.detach().mean()}
+
+    @torch.no_grad()
+    def _update_target(self) -> None:
+        if self.cfg.target_update == "polyak":
+            for t, o in zip(self._target_params, self._online_params, strict=True):
+                t.lerp_(o, self.cfg.tau)
+        elif self.updates % self.cfg.target_period == 0:
+            self.target.load_state_dict(self.online.state_dict())

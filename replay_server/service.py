@@ -1,0 +1,175 @@
+"""The ``dqn.v1.ReplayService`` servicer: validation, dedup, flow control, sampling."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from dqn import codec
+from dqn.v1 import replay_pb2 as pb
+from dqn.v1 import replay_pb2_grpc as pb_grpc
+from replay_server.rate_limiter import RateLimiter
+from replay_server.storage import COLUMNS, RingStorage
+from replay_server.validation import BatchError, BatchSpec, validate_batch
+
+MAX_SAMPLE_TRANSITIONS = 1 << 20
+EPISODES_KEPT = 10_000
+
+
+@dataclass
+class _ActorState:
+    incarnation: int = 0
+    last_sequence: int = 0
+    policy_version: int = 0
+    epsilon: float = 0.0
+    env_steps: int = 0  # this incarnation
+    env_steps_before: int = 0  # earlier incarnations
+
+
+class ReplayServicer(pb_grpc.ReplayServiceServicer):
+    """Holds the storage; every mutation happens under one condition variable."""
+
+    def __init__(self, storage: RingStorage, spec: BatchSpec, limiter: RateLimiter,
+                 rng: np.random.Generator):
+        self.storage = storage
+        self.spec = spec
+        self.limiter = limiter
+        self.rng = rng
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.inserted = 0
+        self.sampled = 0
+        self.rejected = 0
+        self.duplicates = 0
+        self.learner_version = 0
+        self.actors: dict[int, _ActorState] = {}
+        self.episodes: collections.deque[tuple[int, pb.Episode]] = collections.deque(
+            maxlen=EPISODES_KEPT)
+        self.episodes_total = 0
+
+    def stop(self) -> None:
+        """Wake every waiting call so the server can shut down."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+    # -- Push ---------------------------------------------------------------------
+    def Push(self, request_iterator, context):
+        accepted = transitions = duplicates = 0
+        for request in request_iterator:
+            batch = request.batch
+            try:
+                columns = validate_batch(batch, self.spec)
+            except BatchError as exc:
+                with self.cond:
+                    self.rejected += 1
+                context.abort(exc.code, exc.message)
+            n = len(columns["action"])
+            with self.cond:
+                if not self._wait(lambda: self.limiter.can_insert(self.storage.size, n), context):
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "replay server is shutting down")
+                actor = self.actors.setdefault(batch.actor_id, _ActorState())
+                if batch.incarnation != actor.incarnation:
+                    actor.env_steps_before += actor.env_steps
+                    actor.incarnation, actor.last_sequence, actor.env_steps = batch.incarnation, 0, 0
+                if batch.sequence <= actor.last_sequence:
+                    self.duplicates += 1
+                    duplicates += 1
+                    continue
+                self.storage.add(columns)
+                self.limiter.record_insert(self.storage.size, n)
+                self.inserted += n
+                actor.last_sequence = batch.sequence
+                actor.policy_version = batch.policy_version
+                actor.epsilon = batch.epsilon
+                actor.env_steps = max(actor.env_steps, batch.actor_env_steps)
+                for ep in batch.episodes:
+                    self.episodes_total += 1
+                    self.episodes.append((self.episodes_total, ep))
+                self.cond.notify_all()
+            accepted += 1
+            transitions += n
+        return pb.PushResponse(accepted_batches=accepted, accepted_transitions=transitions,
+                               duplicate_batches=duplicates)
+
+    # -- Sample -------------------------------------------------------------------
+    def Sample(self, request, context):
+        b, k = request.batch_size, request.num_batches
+        if b < 1:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "batch_size: must be >= 1")
+        if k < 1:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "num_batches: must be >= 1")
+        total = b * k
+        if total > MAX_SAMPLE_TRANSITIONS:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch_size * num_batches: {total} exceeds {MAX_SAMPLE_TRANSITIONS}",
+            )
+        deadline = time.monotonic() + request.timeout_ms / 1000.0
+        with self.cond:
+            self.learner_version = max(self.learner_version, request.learner_version)
+            ok = self._wait(lambda: self.limiter.can_sample(self.storage.size, total), context,
+                            deadline)
+            if not ok:
+                return pb.SampleResponse(
+                    num_batches=0, batch_size=b,
+                    reason=self.limiter.why_not_sample(self.storage.size, total))
+            idx = self.rng.integers(0, self.storage.size, size=total)
+            columns = self.storage.gather(idx)
+            self.limiter.record_sample(total)
+            self.sampled += total
+            self.cond.notify_all()
+        response = pb.SampleResponse(num_batches=k, batch_size=b)
+        for name in COLUMNS:
+            codec.encode(columns[name], getattr(response, name))
+        return response
+
+    # -- Info ---------------------------------------------------------------------
+    def Info(self, request, context):
+        with self.cond:
+            reply = pb.InfoResponse(
+                capacity=self.storage.capacity,
+                size=self.storage.size,
+                inserted=self.inserted,
+                sampled=self.sampled,
+                rejected_batches=self.rejected,
+                duplicate_batches=self.duplicates,
+                episodes_total=self.episodes_total,
+                episodes_cursor=self.episodes_total,
+                samples_per_insert=self.sampled / self.inserted if self.inserted else 0.0,
+                obs_bytes=self.storage.nbytes,
+                num_actions=self.spec.n_actions,
+                obs_shape=self.spec.obs_shape,
+            )
+            lags = []
+            for actor_id, a in sorted(self.actors.items()):
+                steps = a.env_steps_before + a.env_steps
+                reply.env_steps += steps
+                reply.actors.add(actor_id=actor_id, last_sequence=a.last_sequence,
+                                 policy_version=a.policy_version, epsilon=a.epsilon,
+                                 env_steps=steps)
+                lags.append(self.learner_version - a.policy_version)
+            reply.policy_lag = float(np.mean(lags)) if lags else 0.0
+            for cursor, ep in self.episodes:
+                if cursor > request.episodes_after:
+                    reply.episodes.append(ep)
+        return reply
+
+    # -- helpers ------------------------------------------------------------------
+    def _wait(self, ready, context, deadline: float | None = None) -> bool:
+        """Wait on the condition (held) until ``ready()``; False on stop/timeout/cancel."""
+        while not ready():
+            if self.stopping or not context.is_active():
+                return False
+            timeout = 0.5
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    return False
+            self.cond.wait(timeout)
+        return not self.stopping

@@ -1,0 +1,68 @@
+"""Structure-of-arrays ring buffer, preallocated so memory never grows past capacity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+COLUMNS = ("obs", "action", "reward", "next_obs", "terminated", "discount")
+
+
+class RingStorage:
+    """Fixed-capacity transition storage; the oldest transitions are overwritten.
+
+    Columns: obs ``[C, *obs_shape]``, action ``[C]`` int64, reward ``[C]`` float32,
+    next_obs ``[C, *obs_shape]``, terminated ``[C]`` bool, discount ``[C]`` float32.
+    Not thread-safe: the service serialises access.
+    """
+
+    def __init__(self, capacity: int, obs_shape: Sequence[int], obs_dtype=np.float32):
+        self.capacity = int(capacity)
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        self.obs_dtype = np.dtype(obs_dtype)
+        c = self.capacity
+        self.columns: dict[str, np.ndarray] = {
+            "obs": np.zeros((c, *self.obs_shape), self.obs_dtype),
+            "action": np.zeros(c, np.int64),
+            "reward": np.zeros(c, np.float32),
+            "next_obs": np.zeros((c, *self.obs_shape), self.obs_dtype),
+            "terminated": np.zeros(c, np.bool_),
+            "discount": np.zeros(c, np.float32),
+        }
+        self.cursor = 0  # next write position
+        self.size = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.columns.values())
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        """Append ``n`` transitions (columns of equal leading size), wrapping around."""
+        n = len(batch["action"])
+        if n > self.capacity:  # only the newest `capacity` survive
+            batch = {k: v[-self.capacity:] for k, v in batch.items()}
+            n = self.capacity
+        first = min(n, self.capacity - self.cursor)
+        for name, col in self.columns.items():
+            src = batch[name]
+            col[self.cursor:self.cursor + first] = src[:first]
+            if first < n:
+                col[: n - first] = src[first:]
+        self.cursor = (self.cursor + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: col[idx] for name, col in self.columns.items()}
+
+    def state(self) -> dict[str, np.ndarray | int]:
+        """What a checkpoint needs to restore this storage."""
+        return {"cursor": self.cursor, "size": self.size, **self.columns}
+
+    def load_state(self, state: dict) -> None:
+        for name, col in self.columns.items():
+            if state[name].shape != col.shape:
+                raise ValueError(f"checkpoint column {name}: shape {state[name].shape} != {col.shape}")
+            col[...] = state[name]
+        self.cursor = int(state["cursor"])
+        self.size = int(state["size"])

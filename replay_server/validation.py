@@ -1,0 +1,100 @@
+"""Checks every TransitionBatch before any of it touches storage.
+
+A failed check raises :class:`BatchError` carrying the gRPC status to answer with
+and a message that names the offending field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from dqn import codec
+from dqn.v1 import replay_pb2 as pb
+
+
+class BatchError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _invalid(message: str) -> BatchError:
+    return BatchError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+class BatchSpec:
+    """What a valid batch looks like for one environment."""
+
+    def __init__(self, obs_shape: Sequence[int], n_actions: int, max_transitions: int,
+                 obs_dtype=np.float32):
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        self.obs_dtype = np.dtype(obs_dtype)
+        self.n_actions = int(n_actions)
+        self.max_transitions = int(max_transitions)
+        self.columns = {
+            "obs": (self.obs_dtype, self.obs_shape),
+            "action": (np.dtype(np.int64), ()),
+            "reward": (np.dtype(np.float32), ()),
+            "next_obs": (self.obs_dtype, self.obs_shape),
+            "terminated": (np.dtype(np.bool_), ()),
+            "discount": (np.dtype(np.float32), ()),
+        }
+
+
+def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.ndarray]:
+    """Decode and check a batch; return its columns as numpy arrays."""
+    if batch.sequence < 1:
+        raise _invalid("batch.sequence: must be >= 1, got 0")
+    if not batch.HasField("action"):
+        raise _invalid("batch.action: missing")
+    n_claimed = tuple(batch.action.shape)[:1]
+    if n_claimed and n_claimed[0] > spec.max_transitions:
+        raise BatchError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"batch.action: {n_claimed[0]} transitions, at most {spec.max_transitions} per batch",
+        )
+    out: dict[str, np.ndarray] = {}
+    n = None
+    for name, (dtype, inner) in spec.columns.items():
+        field = f"batch.{name}"
+        if not batch.HasField(name):
+            raise _invalid(f"{field}: missing")
+        tensor = getattr(batch, name)
+        try:
+            arr = codec.decode(tensor, field)
+        except codec.CodecError as exc:
+            raise _invalid(str(exc)) from None
+        if arr.dtype != dtype:
+            raise _invalid(
+                f"{field}: dtype {codec.dtype_name(tensor.dtype)}, expected "
+                f"{codec.proto_dtype_name(dtype)}"
+            )
+        if arr.ndim != 1 + len(inner) or arr.shape[1:] != inner:
+            expected = ", ".join(["N", *map(str, inner)])
+            raise _invalid(f"{field}: shape {list(arr.shape)}, expected [{expected}]")
+        if n is None:
+            n = arr.shape[0]
+            if n < 1:
+                raise _invalid(f"{field}: empty batch (N = 0)")
+            if n > spec.max_transitions:
+                raise BatchError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"{field}: {n} transitions, at most {spec.max_transitions} per batch")
+        elif arr.shape[0] != n:
+            raise _invalid(f"{field}: {arr.shape[0]} rows, but batch.obs has {n}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise _invalid(f"{field}: contains NaN or infinite values")
+        out[name] = arr
+    action = out["action"]
+    bad = (action < 0) | (action >= spec.n_actions)
+    if bad.any():
+        raise _invalid(
+            f"batch.action: value {int(action[bad][0])} out of range [0, {spec.n_actions})"
+        )
+    discount = out["discount"]
+    if ((discount < 0) | (discount > 1)).any():
+        raise _invalid("batch.discount: values must lie in [0, 1]")
+    return out
