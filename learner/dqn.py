@@ -36,7 +36,9 @@ class DQNUpdate:
         self.target = target
         self.target.load_state_dict(online.state_dict())
         self.target.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        # fused: one kernel for all parameters instead of a loop of small ops per tensor.
+        self.optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, eps=cfg.adam_eps,
+                                          fused=True)
         self.updates = 0
         self._online_params = list(online.parameters())
         self._target_params = list(target.parameters())
@@ -55,7 +57,7 @@ class DQNUpdate:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self._online_params, self.cfg.grad_clip)
+            nn.utils.clip_grad_norm_(self._online_params, self.cfg.grad_clip, foreach=True)
         self.optimizer.step()
         self.updates += 1
         self._update_target()
@@ -64,7 +66,6 @@ class DQNUpdate:
     @torch.no_grad()
     def _update_target(self) -> None:
         if self.cfg.target_update == "polyak":
-            for t, o in zip(self._target_params, self._online_params, strict=True):
-                t.lerp_(o, self.cfg.tau)
+            torch._foreach_lerp_(self._target_params, self._online_params, self.cfg.tau)
         elif self.updates % self.cfg.target_period == 0:
             self.target.load_state_dict(self.online.state_dict())

@@ -86,6 +86,8 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 self.inserted += n
                 actor.last_sequence = batch.sequence
                 actor.policy_version = batch.policy_version
+                # An actor can only hold a version the learner already published.
+                self.learner_version = max(self.learner_version, batch.policy_version)
                 actor.epsilon = batch.epsilon
                 actor.env_steps = max(actor.env_steps, batch.actor_env_steps)
                 for ep in batch.episodes:
