@@ -60,9 +60,9 @@ class _PeakRSS:
         return self.peak
 
 
-def _spawn(args: list[str], log_path: Path | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "dqn.cli", *args]
-    return subprocess.Popen(cmd, stdout=None, stderr=None)
+def _spawn(args: list[str]) -> subprocess.Popen:
+    """A `dqn` subcommand as a child process sharing our stdout/stderr."""
+    return subprocess.Popen([sys.executable, "-m", "dqn.cli", *args])
 
 
 def _terminate(proc: subprocess.Popen | None, name: str, timeout: float = 15.0) -> None:

@@ -132,7 +132,7 @@ class EnvConfig(_Section):
 @dataclass(frozen=True)
 class NetworkConfig(_Section):
     _section: typing.ClassVar[str] = "network"
-    hidden: tuple[int, ...] = opt((256, 256), "hidden layer sizes of the MLP Q-network")
+    hidden: tuple[int, ...] = opt((128, 128), "hidden layer sizes of the MLP Q-network")
     dueling: bool = opt(False, "use a dueling head (value + advantage streams)")
 
     def check(self) -> None:
@@ -193,10 +193,10 @@ class LearnerConfig(_Section):
     device: str = opt("auto", "torch device: auto (cuda if present), cpu or cuda",
                       choices=("auto", "cpu", "cuda"))
     batch_size: int = opt(128, "transitions per update", ge=1)
-    lr: float = opt(1e-3, "Adam learning rate", gt=0)
+    lr: float = opt(2.5e-3, "Adam learning rate", gt=0)
     adam_eps: float = opt(1e-5, "Adam epsilon", gt=0)
     gamma: float = opt(0.99, "discount factor", ge=0, le=1)
-    n_step: int = opt(1, "n-step returns (built by the actors)", ge=1, le=100)
+    n_step: int = opt(3, "n-step returns (built by the actors)", ge=1, le=100)
     double_dqn: bool = opt(True, "Double DQN targets (online argmax, target value)")
     huber_delta: float = opt(1.0, "Huber loss delta", gt=0)
     grad_clip: float = opt(10.0, "max global gradient norm (0 = off)", ge=0)
@@ -221,11 +221,7 @@ class LearnerConfig(_Section):
 class EvalConfig(_Section):
     _section: typing.ClassVar[str] = "eval"
     episodes: int = opt(20, "greedy evaluation episodes per evaluation", ge=1)
-    every_updates: int = opt(1000, "learner updates between evaluations", ge=1)
-    min_train_return: float | None = opt(
-        None, "evaluate early only once the recent training mean reaches this (default: off)",
-        optional=True,
-    )
+    every_updates: int = opt(250, "learner updates between evaluations", ge=1)
 
 
 @dataclass(frozen=True)
