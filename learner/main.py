@@ -262,7 +262,7 @@ class LearnerProcess:
         summary = {
             "env_id": self.config.env.id,
             "solved": solved,
-            "stop_reason": "solved" if solved else reason,
+            "stop_reason": reason,
             "threshold": self.threshold,
             "seconds_to_solve": p.solved_at["seconds"] if solved else None,
             "env_steps_to_solve": p.solved_at["env_steps"] if solved else None,
