@@ -21,6 +21,7 @@ run: install
 	$(BIN)/dqn train $(ARGS)
 
 test: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(ARGS)
 
 proto: install

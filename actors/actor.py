@@ -25,8 +25,9 @@ log = logging.getLogger("actors.actor")
 
 
 class Actor:
-    def __init__(self, config: Config, actor_id: int, writer, weight_client,
-                 incarnation: int | None = None):
+    def __init__(
+        self, config: Config, actor_id: int, writer, weight_client, incarnation: int | None = None
+    ):
         a = config.actors
         self.config = config
         self.actor_id = actor_id
@@ -45,14 +46,20 @@ class Actor:
             total = a.num_actors * self.num_envs
             first = actor_id * self.num_envs
             self._apex = schedules.apex(total, a.apex_eps, a.apex_alpha)[
-                np.arange(first, first + self.num_envs) % total]
+                np.arange(first, first + self.num_envs) % total
+            ]
         else:
             self._apex = None
         self.adder = TransitionAdder(
-            self.num_envs, writer, actor_id,
+            self.num_envs,
+            writer,
+            actor_id,
             incarnation if incarnation is not None else random.getrandbits(63),
-            gamma=config.learner.gamma, n_step=config.learner.n_step, push_every=a.push_every,
-            policy_version=lambda: self.weights.version, epsilon=self.current_epsilon_mean,
+            gamma=config.learner.gamma,
+            n_step=config.learner.n_step,
+            push_every=a.push_every,
+            policy_version=lambda: self.weights.version,
+            epsilon=self.current_epsilon_mean,
         )
 
     def epsilon(self) -> np.ndarray | float:
@@ -88,8 +95,13 @@ class Actor:
         self.env.close()
 
 
-def run_actor_process(config: Config, actor_id: int, replay_address: str,
-                      weights_address: str, stop: threading.Event | None = None) -> None:
+def run_actor_process(
+    config: Config,
+    actor_id: int,
+    replay_address: str,
+    weights_address: str,
+    stop: threading.Event | None = None,
+) -> None:
     """Entry of a plain-process actor (no Ray): runs until SIGTERM/SIGINT."""
     import signal
 
@@ -103,8 +115,9 @@ def run_actor_process(config: Config, actor_id: int, replay_address: str,
     writer = GrpcReplayWriter(replay_address, max_message_mb=config.replay.max_message_mb)
     weights = GrpcWeightClient(weights_address, max_message_mb=config.replay.max_message_mb)
     actor = Actor(config, actor_id, writer, weights)
-    log.info("actor %d (pid %d) acting on %s x%d", actor_id, os.getpid(), config.env.id,
-             actor.num_envs)
+    log.info(
+        "actor %d (pid %d) acting on %s x%d", actor_id, os.getpid(), config.env.id, actor.num_envs
+    )
     try:
         actor.run(stop)
     finally:

@@ -26,10 +26,18 @@ from dqn.v1 import replay_pb2 as pb
 
 
 class TransitionAdder:
-    def __init__(self, num_envs: int, writer, actor_id: int, incarnation: int, gamma: float,
-                 n_step: int = 1, push_every: int = 64,
-                 policy_version: Callable[[], int] = lambda: 0,
-                 epsilon: Callable[[], float] = lambda: 0.0):
+    def __init__(
+        self,
+        num_envs: int,
+        writer,
+        actor_id: int,
+        incarnation: int,
+        gamma: float,
+        n_step: int = 1,
+        push_every: int = 64,
+        policy_version: Callable[[], int] = lambda: 0,
+        epsilon: Callable[[], float] = lambda: 0.0,
+    ):
         self.num_envs = num_envs
         self.writer = writer
         self.actor_id = actor_id
@@ -54,8 +62,14 @@ class TransitionAdder:
         self._obs = np.array(obs, copy=True)
         self._reset_next[:] = False
 
-    def add(self, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray) -> None:
+    def add(
+        self,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+    ) -> None:
         """One vector step: the actions taken in ``self._obs`` and what the env returned."""
         if self._obs is None:
             raise RuntimeError("observe_first() must be called before add()")
@@ -73,9 +87,14 @@ class TransitionAdder:
                 while window:
                     self._emit(window, next_obs[i], bool(terminated[i]))
                     window.popleft()
-                self._episodes.append(pb.Episode(
-                    actor_id=self.actor_id, episode_return=float(self._ep_return[i]),
-                    length=int(self._ep_length[i]), truncated=bool(truncated[i]) and not terminated[i]))
+                self._episodes.append(
+                    pb.Episode(
+                        actor_id=self.actor_id,
+                        episode_return=float(self._ep_return[i]),
+                        length=int(self._ep_length[i]),
+                        truncated=bool(truncated[i]) and not terminated[i],
+                    )
+                )
                 self._ep_return[i] = 0.0
                 self._ep_length[i] = 0
             elif len(window) == self.n_step:
@@ -87,6 +106,8 @@ class TransitionAdder:
             self.flush()
 
     def _emit(self, window, bootstrap_obs: np.ndarray, terminated: bool) -> None:
+        if len(self._rows) >= self.push_every:  # no batch larger than push_every
+            self.flush()
         ret, g = 0.0, 1.0
         for _, _, r in window:
             ret += g * r
@@ -102,9 +123,13 @@ class TransitionAdder:
         obs, action, reward, next_obs, term, disc = zip(*rows, strict=True)
         self.sequence += 1
         batch = pb.TransitionBatch(
-            actor_id=self.actor_id, sequence=self.sequence, incarnation=self.incarnation,
-            policy_version=self.policy_version(), epsilon=self.epsilon(),
-            actor_env_steps=self.env_steps, episodes=self._episodes,
+            actor_id=self.actor_id,
+            sequence=self.sequence,
+            incarnation=self.incarnation,
+            policy_version=self.policy_version(),
+            epsilon=self.epsilon(),
+            actor_env_steps=self.env_steps,
+            episodes=self._episodes,
         )
         self._episodes = []
         codec.encode(np.stack(obs).astype(np.float32, copy=False), batch.obs)

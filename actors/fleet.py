@@ -8,6 +8,7 @@ its constructor, which starts acting again with a new incarnation id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -43,8 +44,13 @@ class _RayActor:
         self._thread.start()
 
     def ping(self) -> dict:
-        return {"actor_id": self.actor_id, "pid": os.getpid(), "alive": self._thread.is_alive(),
-                "node": ray.get_runtime_context().get_node_id(), "started": self.started}
+        return {
+            "actor_id": self.actor_id,
+            "pid": os.getpid(),
+            "alive": self._thread.is_alive(),
+            "node": ray.get_runtime_context().get_node_id(),
+            "started": self.started,
+        }
 
     def stop(self) -> bool:
         self._stop.set()
@@ -61,7 +67,9 @@ class RayFleet:
         self.replay_address = replay_address
         self.weights_address = weights_address
         self._cls = ray.remote(
-            num_cpus=a.cpus_per_actor, max_restarts=a.max_restarts, max_task_retries=0,
+            num_cpus=a.cpus_per_actor,
+            max_restarts=a.max_restarts,
+            max_task_retries=0,
         )(_RayActor)
         self.handles: dict[int, ray.actor.ActorHandle] = {}
 
@@ -71,15 +79,14 @@ class RayFleet:
         next_id = max(self.handles, default=-1) + 1
         while len(self.handles) < n:
             self.handles[next_id] = self._cls.options(name=None).remote(
-                self.config, next_id, self.replay_address, self.weights_address)
+                self.config, next_id, self.replay_address, self.weights_address
+            )
             next_id += 1
         while len(self.handles) > n:
             actor_id = max(self.handles)
             handle = self.handles.pop(actor_id)
-            try:
+            with contextlib.suppress(Exception):  # a dead actor needs no stop
                 ray.get(handle.stop.remote(), timeout=15)
-            except Exception:  # noqa: BLE001 - a dead actor needs no stop
-                pass
             ray.kill(handle, no_restart=True)
         log.info("fleet resized to %d actors", n)
 
@@ -98,6 +105,10 @@ def init_local_ray(num_cpus: int | None = None) -> None:
     """Start a private single-node Ray on loopback (never joins another cluster)."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(
-        address="local", num_cpus=num_cpus, include_dashboard=False,
-        _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=True,
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        configure_logging=False,
+        log_to_driver=True,
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def epsilon_greedy(q_values: np.ndarray, epsilon: np.ndarray | float,
-                   rng: np.random.Generator) -> np.ndarray:
+def epsilon_greedy(
+    q_values: np.ndarray, epsilon: np.ndarray | float, rng: np.random.Generator
+) -> np.ndarray:
     """Actions ``[E]`` int64 from Q-values ``[E, A]``: argmax, or uniform with prob. eps."""
     num, n_actions = q_values.shape
     greedy = q_values.argmax(axis=1)

@@ -26,8 +26,14 @@ class ReplayWriterError(RuntimeError):
 
 
 class GrpcReplayWriter:
-    def __init__(self, address: str, max_pending: int = 8, max_per_call: int = 16,
-                 deadline_s: float = 30.0, max_message_mb: int = 64):
+    def __init__(
+        self,
+        address: str,
+        max_pending: int = 8,
+        max_per_call: int = 16,
+        deadline_s: float = 30.0,
+        max_message_mb: int = 64,
+    ):
         self._channel = rpc.channel(address, max_message_mb)
         self._stub = pb_grpc.ReplayServiceStub(self._channel)
         self._queue: queue.Queue[pb.TransitionBatch | None] = queue.Queue(maxsize=max_pending)
@@ -72,8 +78,9 @@ class GrpcReplayWriter:
                 pending.append(item)
             while True:
                 try:
-                    reply = self._stub.Push(iter([pb.PushRequest(batch=b) for b in pending]),
-                                            timeout=self._deadline)
+                    reply = self._stub.Push(
+                        iter([pb.PushRequest(batch=b) for b in pending]), timeout=self._deadline
+                    )
                     self.pushed_batches += reply.accepted_batches
                     self.pushed_transitions += reply.accepted_transitions
                     backoff.reset()
@@ -90,8 +97,8 @@ class GrpcReplayWriter:
                     self._closed.wait(delay)
 
     def close(self, timeout: float = 5.0) -> None:
-        try:
-            self._queue.put_nowait(None)
+        try:  # behind everything still queued, so close() flushes it
+            self._queue.put(None, timeout=timeout)
         except queue.Full:
             self._closed.set()
         self._thread.join(timeout)

@@ -11,8 +11,9 @@ import torch
 from dqn.envs import make_vector_env
 
 
-def evaluate_run(run_dir: str, episodes: int = 20, seed: int = 12345,
-                 env_id: str | None = None) -> dict:
+def evaluate_run(
+    run_dir: str, episodes: int = 20, seed: int = 12345, env_id: str | None = None
+) -> dict:
     run = Path(run_dir)
     policy_path = run / "policy.pt"
     if not policy_path.exists():
@@ -31,5 +32,10 @@ def evaluate_run(run_dir: str, episodes: int = 20, seed: int = 12345,
             returns += np.where(done, 0.0, reward)
             done |= terminated | truncated
     env.close()
-    return {"env_id": env_id, "episodes": episodes, "mean": float(returns.mean()),
-            "std": float(returns.std()), "returns": returns.tolist()}
+    return {
+        "env_id": env_id,
+        "episodes": episodes,
+        "mean": float(returns.mean()),
+        "std": float(returns.std()),
+        "returns": returns.tolist(),
+    }

@@ -12,8 +12,9 @@ from dqn.config import Config
 log = logging.getLogger("deploy.fleet_driver")
 
 
-def run_fleet(config: Config, replay_address: str, weights_address: str,
-              ray_address: str = "local") -> int:
+def run_fleet(
+    config: Config, replay_address: str, weights_address: str, ray_address: str = "local"
+) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -22,9 +23,14 @@ def run_fleet(config: Config, replay_address: str, weights_address: str,
         from actors.actor import run_actor_process
 
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=run_actor_process,
-                             args=(config, i, replay_address, weights_address), daemon=False)
-                 for i in range(n)]
+        procs = [
+            ctx.Process(
+                target=run_actor_process,
+                args=(config, i, replay_address, weights_address),
+                daemon=False,
+            )
+            for i in range(n)
+        ]
         for p in procs:
             p.start()
         log.info("%d actor processes started", n)

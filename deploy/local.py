@@ -14,6 +14,7 @@ process behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -48,10 +49,8 @@ class _PeakRSS:
         while not self._stop.wait(self._interval):
             total = 0
             for p in [me, *me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):  # exited meanwhile
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
 
     def stop(self) -> int:
@@ -107,9 +106,19 @@ def train(config: Config, resume: bool = False) -> int:
         replay_address = replay_info["address"]
 
         learner_ready = run_dir / ".learner.ready"
-        learner = _spawn(["learner", *common, "--replay-address", replay_address,
-                          "--ready-file", str(learner_ready), "--start-time", str(start_time)]
-                         + (["--resume"] if resume else []))
+        learner = _spawn(
+            [
+                "learner",
+                *common,
+                "--replay-address",
+                replay_address,
+                "--ready-file",
+                str(learner_ready),
+                "--start-time",
+                str(start_time),
+            ]
+            + (["--resume"] if resume else [])
+        )
 
         import ray
 
@@ -120,10 +129,13 @@ def train(config: Config, resume: bool = False) -> int:
         learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
         fleet = RayFleet(config, replay_address, learner_info["address"])
         fleet.start()
-        print(f"[{time.time() - start_time:6.1f}s] training {config.env.id}: replay "
-              f"{replay_address}, weights {learner_info['address']} ({learner_info['device']}), "
-              f"{config.actors.num_actors} Ray actors x {config.actors.envs_per_actor} envs; "
-              f"run dir {run_dir}", flush=True)
+        print(
+            f"[{time.time() - start_time:6.1f}s] training {config.env.id}: replay "
+            f"{replay_address}, weights {learner_info['address']} ({learner_info['device']}), "
+            f"{config.actors.num_actors} Ray actors x {config.actors.envs_per_actor} envs; "
+            f"run dir {run_dir}",
+            flush=True,
+        )
         while not stop.is_set():
             if learner.poll() is not None:
                 break
@@ -156,8 +168,11 @@ def train(config: Config, resume: bool = False) -> int:
         summary = json.loads(summary_path.read_text())
         summary["peak_rss_mb"] = round(peak_bytes / rpc.MiB, 1)
         summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"summary: solved={summary['solved']} seconds_to_solve="
-              f"{summary['seconds_to_solve']} env_steps_to_solve={summary['env_steps_to_solve']}"
-              f" eval={summary['eval_mean']:.1f} peak_rss={summary['peak_rss_mb']} MiB "
-              f"-> {summary_path}", flush=True)
+        print(
+            f"summary: solved={summary['solved']} seconds_to_solve="
+            f"{summary['seconds_to_solve']} env_steps_to_solve={summary['env_steps_to_solve']}"
+            f" eval={summary['eval_mean']:.1f} peak_rss={summary['peak_rss_mb']} MiB "
+            f"-> {summary_path}",
+            flush=True,
+        )
     return code if not stop.is_set() else 130

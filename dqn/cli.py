@@ -35,14 +35,27 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML or JSON config file ({section: {field: value}})")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="logging level")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML or JSON config file ({section: {field: value}})",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging level",
+    )
     short = parser.add_argument_group("common settings (short forms of the flags below)")
     for alias, (section, name) in ALIASES.items():
-        short.add_argument(f"--{alias}", dest=f"cfg__{section}__{name}",
-                           default=argparse.SUPPRESS, metavar="V", help=f"= --{section}.{name}")
+        short.add_argument(
+            f"--{alias}",
+            dest=f"cfg__{section}__{name}",
+            default=argparse.SUPPRESS,
+            metavar="V",
+            help=f"= --{section}.{name}",
+        )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for section, f, help_text in config_mod.iter_fields():
         group = groups.get(section) or parser.add_argument_group(f"[{section}] settings")
@@ -51,8 +64,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if isinstance(default, tuple):
             default = ",".join(map(str, default))
         group.add_argument(
-            f"--{section}.{f.name.replace('_', '-')}", f"--{section}.{f.name}",
-            dest=f"cfg__{section}__{f.name}", default=argparse.SUPPRESS, metavar="V",
+            f"--{section}.{f.name.replace('_', '-')}",
+            f"--{section}.{f.name}",
+            dest=f"cfg__{section}__{f.name}",
+            default=argparse.SUPPRESS,
+            metavar="V",
             help=f"{help_text} (default: {default})",
         )
 
@@ -72,54 +88,79 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dqn", description="Distributed DQN: Ray actors, a gRPC replay server, a learner.",
-        formatter_class=_HelpFormatter)
+        prog="dqn",
+        description="Distributed DQN: Ray actors, a gRPC replay server, a learner.",
+        formatter_class=_HelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "train", formatter_class=_HelpFormatter,
+        "train",
+        formatter_class=_HelpFormatter,
         help="train on one machine: replay server, learner and Ray actors, all local",
         description="Start the replay server and the learner as processes on free loopback "
         "ports, a private local Ray with the actors, and train until the greedy evaluation "
         "reaches the env's threshold or a budget is spent. Leaves a run directory with "
         "config.json, metrics.jsonl, tb/, checkpoints/, learning_curve.png, policy.pt and "
-        "summary.json.")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the learner from RUN_DIR/checkpoints/learner.pt")
+        "summary.json.",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the learner from RUN_DIR/checkpoints/learner.pt",
+    )
     _add_config_flags(p)
 
-    p = sub.add_parser("replay-server", formatter_class=_HelpFormatter,
-                       help="run the gRPC replay server (until SIGTERM)",
-                       description="Serve dqn.v1.ReplayService and gRPC health on "
-                       "--replay.host:--replay.port.")
+    p = sub.add_parser(
+        "replay-server",
+        formatter_class=_HelpFormatter,
+        help="run the gRPC replay server (until SIGTERM)",
+        description="Serve dqn.v1.ReplayService and gRPC health on --replay.host:--replay.port.",
+    )
     p.add_argument("--ready-file", default=None, help="write {address, port} here once serving")
     _add_config_flags(p)
 
-    p = sub.add_parser("learner", formatter_class=_HelpFormatter,
-                       help="run the learner and its weight service",
-                       description="Sample from the replay server, train, publish weights on "
-                       "--learner.host:--learner.port, evaluate and checkpoint.")
+    p = sub.add_parser(
+        "learner",
+        formatter_class=_HelpFormatter,
+        help="run the learner and its weight service",
+        description="Sample from the replay server, train, publish weights on "
+        "--learner.host:--learner.port, evaluate and checkpoint.",
+    )
     p.add_argument("--replay-address", required=True, help="host:port of the replay server")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from RUN_DIR/checkpoints/learner.pt")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from RUN_DIR/checkpoints/learner.pt"
+    )
     p.add_argument("--ready-file", default=None, help="write {address, port} here once serving")
-    p.add_argument("--start-time", type=float, default=None,
-                   help="epoch seconds that count as the start of the run (default: now)")
+    p.add_argument(
+        "--start-time",
+        type=float,
+        default=None,
+        help="epoch seconds that count as the start of the run (default: now)",
+    )
     _add_config_flags(p)
 
-    p = sub.add_parser("actors", formatter_class=_HelpFormatter,
-                       help="run the actor fleet (Ray actors or plain processes)",
-                       description="Run --actors.num-actors actors that push to the replay "
-                       "server and watch the learner's weights.")
+    p = sub.add_parser(
+        "actors",
+        formatter_class=_HelpFormatter,
+        help="run the actor fleet (Ray actors or plain processes)",
+        description="Run --actors.num-actors actors that push to the replay "
+        "server and watch the learner's weights.",
+    )
     p.add_argument("--replay-address", required=True, help="host:port of the replay server")
     p.add_argument("--weights-address", required=True, help="host:port of the weight service")
-    p.add_argument("--ray-address", default="local",
-                   help="Ray cluster to join ('local' starts a private one, 'auto' joins the "
-                   "running one)")
+    p.add_argument(
+        "--ray-address",
+        default="local",
+        help="Ray cluster to join ('local' starts a private one, 'auto' joins the running one)",
+    )
     _add_config_flags(p)
 
-    p = sub.add_parser("evaluate", formatter_class=_HelpFormatter,
-                       help="run a run directory's policy.pt greedily and print mean ± std")
+    p = sub.add_parser(
+        "evaluate",
+        formatter_class=_HelpFormatter,
+        help="run a run directory's policy.pt greedily and print mean ± std",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (holds policy.pt)")
     p.add_argument("--episodes", type=int, default=20, help="episodes to run")
     p.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
@@ -130,8 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "INFO"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         if args.command == "evaluate":
             from deploy.evaluate import evaluate_run
@@ -140,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(result))
             else:
-                print(f"{result['env_id']}: {result['mean']:.1f} ± {result['std']:.1f} over "
-                      f"{result['episodes']} greedy episodes")
+                print(
+                    f"{result['env_id']}: {result['mean']:.1f} ± {result['std']:.1f} over "
+                    f"{result['episodes']} greedy episodes"
+                )
             return 0
         config = load_config(args)
         if args.command == "train":
@@ -155,8 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "learner":
             from learner.main import serve
 
-            return serve(config, args.replay_address, resume=args.resume,
-                         ready_file=args.ready_file, start_time=args.start_time)
+            return serve(
+                config,
+                args.replay_address,
+                resume=args.resume,
+                ready_file=args.ready_file,
+                start_time=args.start_time,
+            )
         if args.command == "actors":
             from deploy.fleet_driver import run_fleet
 

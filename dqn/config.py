@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import tomllib
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,12 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     """Coerce strings (from flags, env vars) and JSON lists to the field's type."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            if type(None) in args:
-                return None
+    if origin in (typing.Union, types.UnionType):
+        is_none = value is None or (
+            isinstance(value, str) and value.lower() in ("none", "null", "")
+        )
+        if is_none and type(None) in args:
+            return None
         hint = next(a for a in args if a is not type(None))
         origin = typing.get_origin(hint)
         args = typing.get_args(hint)
@@ -124,7 +127,8 @@ class EnvConfig(_Section):
     _section: typing.ClassVar[str] = "env"
     id: str = opt("CartPole-v1", "gymnasium env id (discrete actions); Probe1-v0..Probe5-v0 too")
     solve_threshold: float | None = opt(
-        None, "greedy mean return that counts as solved (default: the env's reward_threshold)",
+        None,
+        "greedy mean return that counts as solved (default: the env's reward_threshold)",
         optional=True,
     )
 
@@ -149,7 +153,8 @@ class ReplayConfig(_Section):
         0.0, "target sampled/inserted transitions ratio; 0 switches the rate limiter off", ge=0
     )
     spi_tolerance: float = opt(
-        0.0, "allowed drift from samples_per_insert, in sampled transitions (band width / 2)",
+        0.0,
+        "allowed drift from samples_per_insert, in sampled transitions (band width / 2)",
         ge=0,
     )
     max_batch_transitions: int = opt(4_096, "largest accepted TransitionBatch", ge=1)
@@ -171,27 +176,31 @@ class ActorConfig(_Section):
     envs_per_actor: int = opt(8, "gymnasium envs per actor, stepped as one vector env", ge=1)
     push_every: int = opt(64, "transitions per TransitionBatch sent to the replay server", ge=1)
     epsilon: str = opt(
-        "linear", "exploration: 'linear' decay shared by all, or 'apex' fixed per env",
+        "linear",
+        "exploration: 'linear' decay shared by all, or 'apex' fixed per env",
         choices=("linear", "apex"),
     )
     eps_start: float = opt(1.0, "linear: starting epsilon", ge=0, le=1)
     eps_end: float = opt(0.02, "linear: final epsilon", ge=0, le=1)
     eps_decay_steps: int = opt(10_000, "linear: fleet env steps to reach eps_end", ge=1)
-    apex_eps: float = opt(0.4, "apex: base epsilon, eps_i = apex_eps ** (1 + i/(N-1) * alpha)",
-                          ge=0, le=1)
+    apex_eps: float = opt(
+        0.4, "apex: base epsilon, eps_i = apex_eps ** (1 + i/(N-1) * alpha)", ge=0, le=1
+    )
     apex_alpha: float = opt(7.0, "apex: spread exponent alpha", ge=0)
     weight_poll_steps: int = opt(1, "vector steps between non-blocking weight pick-ups", ge=1)
     cpus_per_actor: float = opt(0.5, "Ray CPUs reserved per actor (fractional is fine)", gt=0)
     max_restarts: int = opt(-1, "Ray restarts of a failed actor (-1 = forever)", ge=-1)
-    runner: str = opt("ray", "how actors run: 'ray' actors or plain 'process'es",
-                      choices=("ray", "process"))
+    runner: str = opt(
+        "ray", "how actors run: 'ray' actors or plain 'process'es", choices=("ray", "process")
+    )
 
 
 @dataclass(frozen=True)
 class LearnerConfig(_Section):
     _section: typing.ClassVar[str] = "learner"
-    device: str = opt("auto", "torch device: auto (cuda if present), cpu or cuda",
-                      choices=("auto", "cpu", "cuda"))
+    device: str = opt(
+        "auto", "torch device: auto (cuda if present), cpu or cuda", choices=("auto", "cpu", "cuda")
+    )
     batch_size: int = opt(128, "transitions per update", ge=1)
     lr: float = opt(2.5e-3, "Adam learning rate", gt=0)
     adam_eps: float = opt(1e-5, "Adam epsilon", gt=0)
@@ -200,16 +209,17 @@ class LearnerConfig(_Section):
     double_dqn: bool = opt(True, "Double DQN targets (online argmax, target value)")
     huber_delta: float = opt(1.0, "Huber loss delta", gt=0)
     grad_clip: float = opt(10.0, "max global gradient norm (0 = off)", ge=0)
-    target_update: str = opt("polyak", "target network update: 'polyak' or 'hard'",
-                             choices=("polyak", "hard"))
-    tau: float = opt(0.01, "polyak: target <- tau*online + (1-tau)*target each update",
-                     gt=0, le=1)
+    target_update: str = opt(
+        "polyak", "target network update: 'polyak' or 'hard'", choices=("polyak", "hard")
+    )
+    tau: float = opt(0.01, "polyak: target <- tau*online + (1-tau)*target each update", gt=0, le=1)
     target_period: int = opt(500, "hard: updates between target copies", ge=1)
     publish_every: int = opt(10, "updates between weight publications to actors", ge=1)
     batches_per_call: int = opt(16, "batches fetched per Sample RPC", ge=1, le=1024)
     prefetch_calls: int = opt(2, "Sample responses kept ready ahead of use", ge=1, le=64)
     max_updates_per_sec: float = opt(
-        0.0, "cap on update rate (0 = no cap); keeps a CPU-only learner from starving actors",
+        0.0,
+        "cap on update rate (0 = no cap); keeps a CPU-only learner from starving actors",
         ge=0,
     )
     threads: int = opt(1, "torch CPU threads of the learner", ge=1)
@@ -234,7 +244,9 @@ class RunConfig(_Section):
     max_updates: int = opt(10_000_000, "stop after this many learner updates", ge=1)
     checkpoint_every_seconds: float = opt(30.0, "seconds between learner checkpoints", gt=0)
     progress_every_seconds: float = opt(2.0, "seconds between progress lines", gt=0)
-    stop_when_solved: bool = opt(True, "stop as soon as the greedy evaluation reaches the threshold")
+    stop_when_solved: bool = opt(
+        True, "stop as soon as the greedy evaluation reaches the threshold"
+    )
 
 
 @dataclass(frozen=True)
@@ -267,8 +279,13 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {
-    "env": EnvConfig, "network": NetworkConfig, "replay": ReplayConfig,
-    "actors": ActorConfig, "learner": LearnerConfig, "eval": EvalConfig, "run": RunConfig,
+    "env": EnvConfig,
+    "network": NetworkConfig,
+    "replay": ReplayConfig,
+    "actors": ActorConfig,
+    "learner": LearnerConfig,
+    "eval": EvalConfig,
+    "run": RunConfig,
 }
 ENV_PREFIX = "DQN_"
 
@@ -284,7 +301,9 @@ def build(values: dict[str, dict[str, Any]]) -> Config:
         known = {f.name for f in dataclasses.fields(SECTIONS[name])}
         for key in data:
             if key not in known:
-                raise ConfigError(f"{name}.{key}: unknown field (known: {', '.join(sorted(known))})")
+                raise ConfigError(
+                    f"{name}.{key}: unknown field (known: {', '.join(sorted(known))})"
+                )
     for name, cls in SECTIONS.items():
         sections[name] = cls(**values.get(name, {}))
     return Config(**sections)
@@ -309,7 +328,7 @@ def from_environ(environ: typing.Mapping[str, str]) -> dict[str, dict[str, str]]
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
-        section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
+        section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
         if section not in SECTIONS:
             continue
         out.setdefault(section, {})[name] = value

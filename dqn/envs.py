@@ -108,8 +108,7 @@ PROBES = {
 def register_probes() -> None:
     for env_id, (cls, threshold) in PROBES.items():
         if env_id not in gym.registry:
-            gym.register(env_id, entry_point=cls, max_episode_steps=10,
-                         reward_threshold=threshold)
+            gym.register(env_id, entry_point=cls, max_episode_steps=10, reward_threshold=threshold)
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:

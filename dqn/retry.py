@@ -6,12 +6,14 @@ import random
 
 import grpc
 
-RETRYABLE = frozenset({
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.CANCELLED,
-})
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 
 
 def is_retryable(error: grpc.RpcError) -> bool:
@@ -28,7 +30,7 @@ class Backoff:
         self.attempt = 0
 
     def next(self) -> float:
-        delay = min(self.cap, self.base * (2 ** self.attempt))
+        delay = min(self.cap, self.base * (2**self.attempt))
         self.attempt += 1
         return self.rng.uniform(0, delay)
 

@@ -9,9 +9,14 @@ from torch import nn
 from dqn.config import LearnerConfig
 
 
-def td_targets(reward: torch.Tensor, terminated: torch.Tensor, discount: torch.Tensor,
-               next_q_online: torch.Tensor, next_q_target: torch.Tensor,
-               double: bool = True) -> torch.Tensor:
+def td_targets(
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    discount: torch.Tensor,
+    next_q_online: torch.Tensor,
+    next_q_target: torch.Tensor,
+    double: bool = True,
+) -> torch.Tensor:
     """Bootstrapped targets ``[B]``.
 
     ``y = r + discount * (1 - terminated) * Q_target(s', a*)`` with
@@ -37,8 +42,9 @@ class DQNUpdate:
         self.target.load_state_dict(online.state_dict())
         self.target.requires_grad_(False)
         # fused: one kernel for all parameters instead of a loop of small ops per tensor.
-        self.optimizer = torch.optim.Adam(online.parameters(), lr=cfg.lr, eps=cfg.adam_eps,
-                                          fused=True)
+        self.optimizer = torch.optim.Adam(
+            online.parameters(), lr=cfg.lr, eps=cfg.adam_eps, fused=True
+        )
         self.updates = 0
         self._online_params = list(online.parameters())
         self._target_params = list(target.parameters())
@@ -50,8 +56,9 @@ class DQNUpdate:
         with torch.no_grad():
             next_q_target = self.target(next_obs)  # [B, A]
             next_q_online = self.online(next_obs) if self.cfg.double_dqn else next_q_target
-            y = td_targets(reward, terminated, discount, next_q_online, next_q_target,
-                           self.cfg.double_dqn)  # [B]
+            y = td_targets(
+                reward, terminated, discount, next_q_online, next_q_target, self.cfg.double_dqn
+            )  # [B]
         q = self.online(obs).gather(1, action.unsqueeze(1)).squeeze(1)  # [B]
         loss = F.huber_loss(q, y, delta=self.cfg.huber_delta)
         self.optimizer.zero_grad(set_to_none=True)

@@ -71,8 +71,15 @@ class Progress:
 
 
 class LearnerProcess:
-    def __init__(self, config: Config, replay_address: str, *, resume: bool = False,
-                 start_time: float | None = None, num_actors: int | None = None):
+    def __init__(
+        self,
+        config: Config,
+        replay_address: str,
+        *,
+        resume: bool = False,
+        start_time: float | None = None,
+        num_actors: int | None = None,
+    ):
         self.config = config
         self.start_time = start_time if start_time is not None else time.time()
         self.num_actors = num_actors if num_actors is not None else config.actors.num_actors
@@ -81,8 +88,9 @@ class LearnerProcess:
         torch.set_num_threads(lc.threads)
         torch.manual_seed(config.run.seed)
         self.obs_shape, self.n_actions, threshold = env_spec(config.env.id)
-        self.threshold = config.env.solve_threshold if config.env.solve_threshold is not None \
-            else threshold
+        self.threshold = (
+            config.env.solve_threshold if config.env.solve_threshold is not None else threshold
+        )
         self.run_dir = Path(config.run.dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not (self.run_dir / "config.json").exists():
@@ -99,8 +107,9 @@ class LearnerProcess:
         self.replay_address = replay_address
         self._channel = rpc.channel(replay_address, config.replay.max_message_mb)
         self._replay = pb_grpc.ReplayServiceStub(self._channel)
-        self.evaluator = Evaluator(config.env.id, config.eval.episodes,
-                                   seed=config.run.seed + 1_000_003)
+        self.evaluator = Evaluator(
+            config.env.id, config.eval.episodes, seed=config.run.seed + 1_000_003
+        )
         self.stop_event = threading.Event()
         self.sampler: PrefetchingSampler | None = None
 
@@ -116,20 +125,27 @@ class LearnerProcess:
         self.progress = Progress(**state["progress"])
         self.metrics.episodes = list(state.get("episodes", []))
         self.metrics.evals = [(e[0], e[3], e[4]) for e in self.progress.evals]
-        log.info("resumed from %s at %d updates, %d env steps", self.ckpt_path,
-                 self.progress.updates, self.progress.env_steps)
+        log.info(
+            "resumed from %s at %d updates, %d env steps",
+            self.ckpt_path,
+            self.progress.updates,
+            self.progress.env_steps,
+        )
 
     def save_checkpoint(self) -> None:
         p = self.progress
         p.updates = self.dqn.updates
-        checkpoint.save(self.ckpt_path, {
-            "online": self.dqn.online.state_dict(),
-            "target": self.dqn.target.state_dict(),
-            "optimizer": self.dqn.optimizer.state_dict(),
-            "progress": p.__dict__,
-            "episodes": self.metrics.episodes[-10_000:],
-            "config": self.config.to_dict(),
-        })
+        checkpoint.save(
+            self.ckpt_path,
+            {
+                "online": self.dqn.online.state_dict(),
+                "target": self.dqn.target.state_dict(),
+                "optimizer": self.dqn.optimizer.state_dict(),
+                "progress": p.__dict__,
+                "episodes": self.metrics.episodes[-10_000:],
+                "config": self.config.to_dict(),
+            },
+        )
 
     # -- the loop -------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -144,11 +160,20 @@ class LearnerProcess:
     def run(self) -> dict:
         cfg, lc, rc = self.config, self.config.learner, self.config.run
         self.sampler = PrefetchingSampler(
-            self.replay_address, lc.batch_size, lc.batches_per_call, lc.prefetch_calls,
-            self.device, cfg.replay.max_message_mb,
-            learner_version=lambda: self.weights.publisher.version)
+            self.replay_address,
+            lc.batch_size,
+            lc.batches_per_call,
+            lc.prefetch_calls,
+            self.device,
+            cfg.replay.max_message_mb,
+            learner_version=lambda: self.weights.publisher.version,
+        )
         last_progress = last_ckpt = last_info = time.monotonic()
-        rate_t0, rate_updates, rate_steps = time.monotonic(), self.dqn.updates, self.progress.env_steps
+        rate_t0, rate_updates, rate_steps = (
+            time.monotonic(),
+            self.dqn.updates,
+            self.progress.env_steps,
+        )
         rates = (0.0, 0.0)
         stats: dict = {}
         reason = "stopped"
@@ -164,7 +189,9 @@ class LearnerProcess:
                     if rc.stop_when_solved:
                         break
                 if lc.max_updates_per_sec > 0:
-                    ahead = (u - rate_updates) / lc.max_updates_per_sec - (time.monotonic() - rate_t0)
+                    ahead = (u - rate_updates) / lc.max_updates_per_sec - (
+                        time.monotonic() - rate_t0
+                    )
                     if ahead > 0:
                         time.sleep(ahead)
             now = time.monotonic()
@@ -173,7 +200,10 @@ class LearnerProcess:
                 self._poll_replay()
             if now - last_progress >= rc.progress_every_seconds:
                 dt = now - rate_t0
-                rates = ((self.progress.env_steps - rate_steps) / dt, (self.dqn.updates - rate_updates) / dt)
+                rates = (
+                    (self.progress.env_steps - rate_steps) / dt,
+                    (self.dqn.updates - rate_updates) / dt,
+                )
                 rate_t0, rate_updates, rate_steps = now, self.dqn.updates, self.progress.env_steps
                 last_progress = now
                 self._report(rates, stats)
@@ -193,8 +223,9 @@ class LearnerProcess:
 
     def _poll_replay(self) -> None:
         try:
-            info = self._replay.Info(pb.InfoRequest(episodes_after=self.progress.episodes_cursor),
-                                     timeout=2.0)
+            info = self._replay.Info(
+                pb.InfoRequest(episodes_after=self.progress.episodes_cursor), timeout=2.0
+            )
         except grpc.RpcError as exc:
             log.warning("replay Info failed: %s", exc.code())
             return
@@ -216,12 +247,20 @@ class LearnerProcess:
         p.evals.append((p.env_steps, self.dqn.updates, self.elapsed(), mean, std))
         self.metrics.evaluation(p.env_steps, returns, self.dqn.updates)
         solved = self.threshold is not None and mean >= self.threshold
-        print(f"[{self.elapsed():6.1f}s] eval {mean:7.1f} ± {std:5.1f} over {len(returns)} "
-              f"episodes at {p.env_steps:,} env steps, {self.dqn.updates:,} updates"
-              + ("  -> solved" if solved else ""), flush=True)
+        print(
+            f"[{self.elapsed():6.1f}s] eval {mean:7.1f} ± {std:5.1f} over {len(returns)} "
+            f"episodes at {p.env_steps:,} env steps, {self.dqn.updates:,} updates"
+            + ("  -> solved" if solved else ""),
+            flush=True,
+        )
         if solved and p.solved_at is None:
-            p.solved_at = {"seconds": self.elapsed(), "env_steps": p.env_steps,
-                           "updates": self.dqn.updates, "mean": mean, "std": std}
+            p.solved_at = {
+                "seconds": self.elapsed(),
+                "env_steps": p.env_steps,
+                "updates": self.dqn.updates,
+                "mean": mean,
+                "std": std,
+            }
             export_policy(self.dqn.online, self.obs_shape, self.run_dir / "policy.pt")
         return solved
 
@@ -232,22 +271,31 @@ class LearnerProcess:
         last_eval = f"{p.evals[-1][3]:.1f}" if p.evals else "-"
         waiting = self.sampler.waiting_reason if self.sampler else ""
         loss = float(stats["loss"]) if stats else float("nan")
-        line = (f"[{self.elapsed():6.1f}s] steps {p.env_steps:>9,} ({rates[0]:6.0f}/s) | "
-                f"updates {self.dqn.updates:>8,} ({rates[1]:5.0f}/s) | eps {p.epsilon:.3f} | "
-                f"return(20) {recent if recent is None else round(recent, 1)} | eval {last_eval}"
-                f" | loss {loss:.4f}")
+        line = (
+            f"[{self.elapsed():6.1f}s] steps {p.env_steps:>9,} ({rates[0]:6.0f}/s) | "
+            f"updates {self.dqn.updates:>8,} ({rates[1]:5.0f}/s) | eps {p.epsilon:.3f} | "
+            f"return(20) {recent if recent is None else round(recent, 1)} | eval {last_eval}"
+            f" | loss {loss:.4f}"
+        )
         if info is not None:
             line += f" | replay {info.size:,} lag {info.policy_lag:.1f}"
         if waiting:
             line += f" | waiting: {waiting}"
         print(line, flush=True)
-        self.metrics.log("progress", p.env_steps, updates=self.dqn.updates,
-                         env_steps_per_s=rates[0], updates_per_s=rates[1], epsilon=p.epsilon,
-                         loss=loss, q_mean=float(stats["q_mean"]) if stats else 0.0,
-                         policy_lag=info.policy_lag if info else 0.0,
-                         replay_size=info.size if info else 0,
-                         samples_per_insert=info.samples_per_insert if info else 0.0,
-                         recent_return=recent if recent is not None else 0.0)
+        self.metrics.log(
+            "progress",
+            p.env_steps,
+            updates=self.dqn.updates,
+            env_steps_per_s=rates[0],
+            updates_per_s=rates[1],
+            epsilon=p.epsilon,
+            loss=loss,
+            q_mean=float(stats["q_mean"]) if stats else 0.0,
+            policy_lag=info.policy_lag if info else 0.0,
+            replay_size=info.size if info else 0,
+            samples_per_insert=info.samples_per_insert if info else 0.0,
+            recent_return=recent if recent is not None else 0.0,
+        )
 
     def finish(self, reason: str) -> dict:
         p = self.progress
@@ -279,8 +327,9 @@ class LearnerProcess:
             "seed": self.config.run.seed,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.metrics.plot(self.run_dir / "learning_curve.png", f"DQN on {self.config.env.id}",
-                          self.threshold)
+        self.metrics.plot(
+            self.run_dir / "learning_curve.png", f"DQN on {self.config.env.id}", self.threshold
+        )
         return summary
 
     def close(self) -> None:
@@ -292,24 +341,34 @@ class LearnerProcess:
         self.metrics.close()
 
 
-def serve(config: Config, replay_address: str, *, resume: bool = False,
-          ready_file: str | None = None, start_time: float | None = None,
-          num_actors: int | None = None) -> int:
+def serve(
+    config: Config,
+    replay_address: str,
+    *,
+    resume: bool = False,
+    ready_file: str | None = None,
+    start_time: float | None = None,
+    num_actors: int | None = None,
+) -> int:
     """Process entry: run until done or SIGTERM/SIGINT, always writing the outputs."""
-    learner = LearnerProcess(config, replay_address, resume=resume, start_time=start_time,
-                             num_actors=num_actors)
+    learner = LearnerProcess(
+        config, replay_address, resume=resume, start_time=start_time, num_actors=num_actors
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: learner.stop_event.set())
     address = learner.start()
-    rpc.write_ready_file(ready_file, address=address, port=learner.weights.port,
-                         device=str(learner.device))
-    log.info("learner on %s, weights at %s, replay at %s", learner.device, address,
-             replay_address)
+    rpc.write_ready_file(
+        ready_file, address=address, port=learner.weights.port, device=str(learner.device)
+    )
+    log.info("learner on %s, weights at %s, replay at %s", learner.device, address, replay_address)
     try:
         summary = learner.run()
     finally:
         learner.close()
-    print(f"[{summary['wall_seconds']:6.1f}s] done: {summary['stop_reason']}; eval "
-          f"{summary['eval_mean']:.1f} ± {summary['eval_std']:.1f}; {summary['env_steps']:,} env "
-          f"steps, {summary['updates']:,} updates; run dir {config.run.dir}", flush=True)
+    print(
+        f"[{summary['wall_seconds']:6.1f}s] done: {summary['stop_reason']}; eval "
+        f"{summary['eval_mean']:.1f} ± {summary['eval_std']:.1f}; {summary['env_steps']:,} env "
+        f"steps, {summary['updates']:,} updates; run dir {config.run.dir}",
+        flush=True,
+    )
     return 0

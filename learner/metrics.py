@@ -57,12 +57,25 @@ class Metrics:
             window = min(100, len(rets))
             kernel = np.ones(window) / window
             avg = np.convolve(rets, kernel, mode="valid")
-            ax.plot(steps[window - 1:], avg, color="tab:blue", lw=2,
-                    label=f"{window}-episode moving average")
+            ax.plot(
+                steps[window - 1 :],
+                avg,
+                color="tab:blue",
+                lw=2,
+                label=f"{window}-episode moving average",
+            )
         if self.evals:
             e = np.array(self.evals)
-            ax.errorbar(e[:, 0], e[:, 1], yerr=e[:, 2], fmt="o-", color="tab:red", ms=4,
-                        capsize=2, label="greedy evaluation (mean ± std)")
+            ax.errorbar(
+                e[:, 0],
+                e[:, 1],
+                yerr=e[:, 2],
+                fmt="o-",
+                color="tab:red",
+                ms=4,
+                capsize=2,
+                label="greedy evaluation (mean ± std)",
+            )
         if threshold is not None:
             ax.axhline(threshold, ls="--", color="gray", lw=1, label=f"threshold {threshold:g}")
         ax.set_xlabel("env steps")

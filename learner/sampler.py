@@ -23,9 +23,17 @@ from dqn.v1 import replay_pb2_grpc as pb_grpc
 
 log = logging.getLogger("learner.sampler")
 COLUMNS = ("obs", "action", "reward", "next_obs", "terminated", "discount")
-_TORCH_DTYPES = {np.dtype(k): v for k, v in (
-    (np.float32, torch.float32), (np.float64, torch.float64), (np.int64, torch.int64),
-    (np.int32, torch.int32), (np.uint8, torch.uint8), (np.bool_, torch.bool))}
+_TORCH_DTYPES = {
+    np.dtype(k): v
+    for k, v in (
+        (np.float32, torch.float32),
+        (np.float64, torch.float64),
+        (np.int64, torch.int64),
+        (np.int32, torch.int32),
+        (np.uint8, torch.uint8),
+        (np.bool_, torch.bool),
+    )
+}
 
 
 def decode_sample(response: pb.SampleResponse, pin: bool = False) -> dict[str, torch.Tensor]:
@@ -44,9 +52,16 @@ class SamplerClosed(Exception):
 
 
 class PrefetchingSampler:
-    def __init__(self, address: str, batch_size: int, batches_per_call: int, depth: int,
-                 device: torch.device, max_message_mb: int = 64,
-                 learner_version=lambda: 0):
+    def __init__(
+        self,
+        address: str,
+        batch_size: int,
+        batches_per_call: int,
+        depth: int,
+        device: torch.device,
+        max_message_mb: int = 64,
+        learner_version=lambda: 0,
+    ):
         self.batch_size = batch_size
         self.batches_per_call = batches_per_call
         self.device = device
@@ -64,8 +79,9 @@ class PrefetchingSampler:
 
     def _run(self) -> None:
         backoff = Backoff(cap=1.0)
-        request = pb.SampleRequest(batch_size=self.batch_size, num_batches=self.batches_per_call,
-                                   timeout_ms=500)
+        request = pb.SampleRequest(
+            batch_size=self.batch_size, num_batches=self.batches_per_call, timeout_ms=500
+        )
         while not self._closed.is_set():
             request.learner_version = self._learner_version()
             try:
@@ -105,7 +121,7 @@ class PrefetchingSampler:
             self._index = 0
         b, k = self.batch_size, self._index
         self._index += 1
-        return {name: t[k * b:(k + 1) * b] for name, t in self._current.items()}
+        return {name: t[k * b : (k + 1) * b] for name, t in self._current.items()}
 
     def close(self) -> None:
         self._closed.set()

@@ -22,8 +22,14 @@ class RateLimiterError(ValueError):
 
 
 class RateLimiter:
-    def __init__(self, min_size: int, samples_per_insert: float = 0.0, tolerance: float = 0.0,
-                 max_sample: int = 1, max_insert: int = 1):
+    def __init__(
+        self,
+        min_size: int,
+        samples_per_insert: float = 0.0,
+        tolerance: float = 0.0,
+        max_sample: int = 1,
+        max_insert: int = 1,
+    ):
         if min_size < 1:
             raise RateLimiterError(f"min_size: must be >= 1, got {min_size}")
         if samples_per_insert < 0:
@@ -61,8 +67,10 @@ class RateLimiter:
     def why_not_sample(self, size: int, n: int) -> str:
         if size < self.min_size:
             return f"buffer holds {size} of min_size {self.min_size} transitions"
-        return (f"samples-per-insert band: {self.sampled} sampled vs {self.inserted} inserted "
-                f"at ratio {self.spi:g} (tolerance {self.tolerance:g})")
+        return (
+            f"samples-per-insert band: {self.sampled} sampled vs {self.inserted} inserted "
+            f"at ratio {self.spi:g} (tolerance {self.tolerance:g})"
+        )
 
     def record_insert(self, size_after: int, n: int) -> None:
         if self._started:

@@ -19,6 +19,7 @@ from replay_server.validation import BatchSpec
 
 log = logging.getLogger("replay_server")
 SERVICE_NAME = "dqn.v1.ReplayService"
+RPC_THREADS = 32
 
 
 class ReplayServer:
@@ -32,13 +33,21 @@ class ReplayServer:
         storage = RingStorage(r.capacity, obs_shape)
         spec = BatchSpec(obs_shape, n_actions, r.max_batch_transitions)
         limiter = RateLimiter(
-            r.min_size, r.samples_per_insert, r.spi_tolerance,
+            r.min_size,
+            r.samples_per_insert,
+            r.spi_tolerance,
             max_sample=config.learner.batch_size * config.learner.batches_per_call,
             max_insert=config.actors.push_every,
         )
-        self.servicer = ReplayServicer(storage, spec, limiter,
-                                       np.random.default_rng(config.run.seed + 7919))
-        self._server = rpc.make_server(r.max_message_mb)
+        # Half the threads at most may wait on the rate limiter (see ReplayServicer).
+        self.servicer = ReplayServicer(
+            storage,
+            spec,
+            limiter,
+            np.random.default_rng(config.run.seed + 7919),
+            max_waiting_pushers=RPC_THREADS // 2,
+        )
+        self._server = rpc.make_server(r.max_message_mb, max_workers=RPC_THREADS)
         pb_grpc.add_ReplayServiceServicer_to_server(self.servicer, self._server)
         self._health = rpc.add_health(self._server, SERVICE_NAME)
         self.port: int | None = None
@@ -48,8 +57,13 @@ class ReplayServer:
         r = self.config.replay
         self.port = rpc.bind(self._server, r.host, r.port)
         self._server.start()
-        log.info("replay server on %s:%d (capacity %d, %.1f MiB preallocated)", r.host,
-                 self.port, r.capacity, self.servicer.storage.nbytes / rpc.MiB)
+        log.info(
+            "replay server on %s:%d (capacity %d, %.1f MiB preallocated)",
+            r.host,
+            self.port,
+            r.capacity,
+            self.servicer.storage.nbytes / rpc.MiB,
+        )
         return self.port
 
     @property

@@ -34,14 +34,22 @@ class _ActorState:
 class ReplayServicer(pb_grpc.ReplayServiceServicer):
     """Holds the storage; every mutation happens under one condition variable."""
 
-    def __init__(self, storage: RingStorage, spec: BatchSpec, limiter: RateLimiter,
-                 rng: np.random.Generator):
+    def __init__(
+        self,
+        storage: RingStorage,
+        spec: BatchSpec,
+        limiter: RateLimiter,
+        rng: np.random.Generator,
+        max_waiting_pushers: int = 16,
+    ):
         self.storage = storage
         self.spec = spec
         self.limiter = limiter
         self.rng = rng
         self.cond = threading.Condition()
         self.stopping = False
+        self.max_waiting_pushers = max_waiting_pushers
+        self.waiting_pushers = 0
         self.inserted = 0
         self.sampled = 0
         self.rejected = 0
@@ -49,7 +57,8 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         self.learner_version = 0
         self.actors: dict[int, _ActorState] = {}
         self.episodes: collections.deque[tuple[int, pb.Episode]] = collections.deque(
-            maxlen=EPISODES_KEPT)
+            maxlen=EPISODES_KEPT
+        )
         self.episodes_total = 0
 
     def stop(self) -> None:
@@ -71,12 +80,18 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 context.abort(exc.code, exc.message)
             n = len(columns["action"])
             with self.cond:
-                if not self._wait(lambda: self.limiter.can_insert(self.storage.size, n), context):
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "replay server is shutting down")
+                if not self._is_duplicate(batch) and not self.limiter.can_insert(
+                    self.storage.size, n
+                ):
+                    self._wait_to_insert(batch, n, context)
                 actor = self.actors.setdefault(batch.actor_id, _ActorState())
                 if batch.incarnation != actor.incarnation:
                     actor.env_steps_before += actor.env_steps
-                    actor.incarnation, actor.last_sequence, actor.env_steps = batch.incarnation, 0, 0
+                    actor.incarnation, actor.last_sequence, actor.env_steps = (
+                        batch.incarnation,
+                        0,
+                        0,
+                    )
                 if batch.sequence <= actor.last_sequence:
                     self.duplicates += 1
                     duplicates += 1
@@ -96,8 +111,11 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 self.cond.notify_all()
             accepted += 1
             transitions += n
-        return pb.PushResponse(accepted_batches=accepted, accepted_transitions=transitions,
-                               duplicate_batches=duplicates)
+        return pb.PushResponse(
+            accepted_batches=accepted,
+            accepted_transitions=transitions,
+            duplicate_batches=duplicates,
+        )
 
     # -- Sample -------------------------------------------------------------------
     def Sample(self, request, context):
@@ -115,12 +133,15 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         deadline = time.monotonic() + request.timeout_ms / 1000.0
         with self.cond:
             self.learner_version = max(self.learner_version, request.learner_version)
-            ok = self._wait(lambda: self.limiter.can_sample(self.storage.size, total), context,
-                            deadline)
+            ok = self._wait(
+                lambda: self.limiter.can_sample(self.storage.size, total), context, deadline
+            )
             if not ok:
                 return pb.SampleResponse(
-                    num_batches=0, batch_size=b,
-                    reason=self.limiter.why_not_sample(self.storage.size, total))
+                    num_batches=0,
+                    batch_size=b,
+                    reason=self.limiter.why_not_sample(self.storage.size, total),
+                )
             idx = self.rng.integers(0, self.storage.size, size=total)
             columns = self.storage.gather(idx)
             self.limiter.record_sample(total)
@@ -152,9 +173,13 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             for actor_id, a in sorted(self.actors.items()):
                 steps = a.env_steps_before + a.env_steps
                 reply.env_steps += steps
-                reply.actors.add(actor_id=actor_id, last_sequence=a.last_sequence,
-                                 policy_version=a.policy_version, epsilon=a.epsilon,
-                                 env_steps=steps)
+                reply.actors.add(
+                    actor_id=actor_id,
+                    last_sequence=a.last_sequence,
+                    policy_version=a.policy_version,
+                    epsilon=a.epsilon,
+                    env_steps=steps,
+                )
                 lags.append(self.learner_version - a.policy_version)
             reply.policy_lag = float(np.mean(lags)) if lags else 0.0
             for cursor, ep in self.episodes:
@@ -163,6 +188,37 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         return reply
 
     # -- helpers ------------------------------------------------------------------
+    def _is_duplicate(self, batch: pb.TransitionBatch) -> bool:
+        actor = self.actors.get(batch.actor_id)
+        return (
+            actor is not None
+            and actor.incarnation == batch.incarnation
+            and batch.sequence <= actor.last_sequence
+        )
+
+    def _wait_to_insert(self, batch: pb.TransitionBatch, n: int, context) -> None:
+        """Backpressure: hold the push until the band admits it (condition held).
+
+        At most ``max_waiting_pushers`` calls wait at once, so blocked pushers can
+        never take every server thread away from Sample, which is what frees them;
+        the others get UNAVAILABLE, which writers retry with backoff.
+        """
+        if self.waiting_pushers >= self.max_waiting_pushers:
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "replay is rate limited and enough pushers wait already; retry",
+            )
+        self.waiting_pushers += 1
+        try:
+            ok = self._wait(
+                lambda: self._is_duplicate(batch) or self.limiter.can_insert(self.storage.size, n),
+                context,
+            )
+        finally:
+            self.waiting_pushers -= 1
+        if not ok:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "replay server is shutting down")
+
     def _wait(self, ready, context, deadline: float | None = None) -> bool:
         """Wait on the condition (held) until ``ready()``; False on stop/timeout/cancel."""
         while not ready():

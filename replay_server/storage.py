@@ -41,12 +41,12 @@ class RingStorage:
         """Append ``n`` transitions (columns of equal leading size), wrapping around."""
         n = len(batch["action"])
         if n > self.capacity:  # only the newest `capacity` survive
-            batch = {k: v[-self.capacity:] for k, v in batch.items()}
+            batch = {k: v[-self.capacity :] for k, v in batch.items()}
             n = self.capacity
         first = min(n, self.capacity - self.cursor)
         for name, col in self.columns.items():
             src = batch[name]
-            col[self.cursor:self.cursor + first] = src[:first]
+            col[self.cursor : self.cursor + first] = src[:first]
             if first < n:
                 col[: n - first] = src[first:]
         self.cursor = (self.cursor + n) % self.capacity
@@ -62,7 +62,9 @@ class RingStorage:
     def load_state(self, state: dict) -> None:
         for name, col in self.columns.items():
             if state[name].shape != col.shape:
-                raise ValueError(f"checkpoint column {name}: shape {state[name].shape} != {col.shape}")
+                raise ValueError(
+                    f"checkpoint column {name}: shape {state[name].shape} != {col.shape}"
+                )
             col[...] = state[name]
         self.cursor = int(state["cursor"])
         self.size = int(state["size"])

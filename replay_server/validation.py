@@ -29,8 +29,9 @@ def _invalid(message: str) -> BatchError:
 class BatchSpec:
     """What a valid batch looks like for one environment."""
 
-    def __init__(self, obs_shape: Sequence[int], n_actions: int, max_transitions: int,
-                 obs_dtype=np.float32):
+    def __init__(
+        self, obs_shape: Sequence[int], n_actions: int, max_transitions: int, obs_dtype=np.float32
+    ):
         self.obs_shape = tuple(int(d) for d in obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
         self.n_actions = int(n_actions)
@@ -81,8 +82,10 @@ def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.n
             if n < 1:
                 raise _invalid(f"{field}: empty batch (N = 0)")
             if n > spec.max_transitions:
-                raise BatchError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"{field}: {n} transitions, at most {spec.max_transitions} per batch")
+                raise BatchError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{field}: {n} transitions, at most {spec.max_transitions} per batch",
+                )
         elif arr.shape[0] != n:
             raise _invalid(f"{field}: {arr.shape[0]} rows, but batch.obs has {n}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():

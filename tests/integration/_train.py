@@ -15,8 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def dqn(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "dqn.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "dqn.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def summary(run_dir: Path) -> dict:

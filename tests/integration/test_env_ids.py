@@ -11,10 +11,10 @@ import pytest
 from actors.actor import Actor
 from actors.replay_client import GrpcReplayWriter
 from actors.weight_client import GrpcWeightClient
+from dqn import rpc
 from dqn.config import build
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
-from dqn import rpc
 from learner.weight_service import WeightServer
 from replay_server.server import ReplayServer
 
@@ -23,8 +23,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"])
 def test_actor_streams_any_env_by_id(env_id):
-    config = build({"env": {"id": env_id}, "replay": {"min_size": 10},
-                    "actors": {"envs_per_actor": 3, "push_every": 16}})
+    config = build(
+        {
+            "env": {"id": env_id},
+            "replay": {"min_size": 10},
+            "actors": {"envs_per_actor": 3, "push_every": 16},
+        }
+    )
     replay = ReplayServer(config)
     replay.start()
     weights = WeightServer()
@@ -56,9 +61,12 @@ def test_actor_streams_any_env_by_id(env_id):
 
 
 def test_learner_and_replay_server_do_not_import_ray():
-    code = ("import sys, learner.main, replay_server.server, dqn.cli; "
-            "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; "
-            "assert not bad, bad")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    code = (
+        "import sys, learner.main, replay_server.server, dqn.cli; "
+        "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; "
+        "assert not bad, bad"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr

@@ -25,13 +25,37 @@ CASES = [
 ]
 
 PROBE_ARGS = [
-    "--num-actors", "1", "--actors.envs-per-actor", "4", "--actors.push-every", "32",
+    "--num-actors",
+    "1",
+    "--actors.envs-per-actor",
+    "4",
+    "--actors.push-every",
+    "32",
     # Uniform exploration: every action's value must be learned, not only the greedy one.
-    "--actors.eps-start", "1.0", "--actors.eps-end", "1.0",
-    "--replay.capacity", "5000", "--replay.min-size", "200",
-    "--network.hidden", "32,32", "--learner.gamma", str(GAMMA), "--learner.lr", "2e-3",
-    "--learner.batch-size", "64", "--max-updates", "2000", "--eval.every-updates", "1000",
-    "--run.stop-when-solved", "false", "--max-seconds", "120",
+    "--actors.eps-start",
+    "1.0",
+    "--actors.eps-end",
+    "1.0",
+    "--replay.capacity",
+    "5000",
+    "--replay.min-size",
+    "200",
+    "--network.hidden",
+    "32,32",
+    "--learner.gamma",
+    str(GAMMA),
+    "--learner.lr",
+    "2e-3",
+    "--learner.batch-size",
+    "64",
+    "--max-updates",
+    "2000",
+    "--eval.every-updates",
+    "1000",
+    "--run.stop-when-solved",
+    "false",
+    "--max-seconds",
+    "120",
 ]
 
 

@@ -17,10 +17,28 @@ from tests.integration._train import ROOT, dqn, processes_mentioning, ray_daemon
 pytestmark = pytest.mark.integration
 
 FAST = [
-    "--env", "Probe4-v0", "--num-actors", "2", "--actors.envs-per-actor", "2",
-    "--replay.capacity", "2000", "--replay.min-size", "100", "--network.hidden", "16",
-    "--learner.batch-size", "32", "--eval.every-updates", "200", "--run.stop-when-solved",
-    "false", "--max-seconds", "90", "--run.checkpoint-every-seconds", "1",
+    "--env",
+    "Probe4-v0",
+    "--num-actors",
+    "2",
+    "--actors.envs-per-actor",
+    "2",
+    "--replay.capacity",
+    "2000",
+    "--replay.min-size",
+    "100",
+    "--network.hidden",
+    "16",
+    "--learner.batch-size",
+    "32",
+    "--eval.every-updates",
+    "200",
+    "--run.stop-when-solved",
+    "false",
+    "--max-seconds",
+    "90",
+    "--run.checkpoint-every-seconds",
+    "1",
 ]
 
 
@@ -28,14 +46,31 @@ def test_run_directory_contents_and_resume(tmp_path):
     run_dir = tmp_path / "run"
     first = dqn("train", "--run-dir", str(run_dir), "--max-updates", "400", *FAST, timeout=200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for name in ("config.json", "metrics.jsonl", "learning_curve.png", "policy.pt",
-                 "summary.json", "checkpoints/learner.pt"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "learning_curve.png",
+        "policy.pt",
+        "summary.json",
+        "checkpoints/learner.pt",
+    ):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     s = summary(run_dir)
-    for key in ("solved", "seconds_to_solve", "env_steps_to_solve", "updates_to_solve",
-                "eval_mean", "eval_std", "env_steps", "updates", "wall_seconds", "actors",
-                "device", "peak_rss_mb"):
+    for key in (
+        "solved",
+        "seconds_to_solve",
+        "env_steps_to_solve",
+        "updates_to_solve",
+        "eval_mean",
+        "eval_std",
+        "env_steps",
+        "updates",
+        "wall_seconds",
+        "actors",
+        "device",
+        "peak_rss_mb",
+    ):
         assert key in s, key
     assert s["actors"] == 2 and s["device"] == "cpu" and s["updates"] >= 400
     kinds = {json.loads(line)["kind"] for line in (run_dir / "metrics.jsonl").open()}
@@ -44,8 +79,9 @@ def test_run_directory_contents_and_resume(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints/learner.pt", weights_only=False)
     updates_before, evals_before = ckpt["progress"]["updates"], len(ckpt["progress"]["evals"])
 
-    second = dqn("train", "--run-dir", str(run_dir), "--resume", "--max-updates", "800", *FAST,
-                 timeout=200)
+    second = dqn(
+        "train", "--run-dir", str(run_dir), "--resume", "--max-updates", "800", *FAST, timeout=200
+    )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resumed from" in second.stderr
     s2 = summary(run_dir)
@@ -63,10 +99,24 @@ def test_ctrl_c_stops_everything(tmp_path):
     run_dir = tmp_path / "run"
     daemons_before = ray_daemons()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dqn.cli", "train", "--run-dir", str(run_dir), *FAST,
-         "--max-seconds", "300"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "dqn.cli",
+            "train",
+            "--run-dir",
+            str(run_dir),
+            *FAST,
+            "--max-seconds",
+            "300",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines = []
     deadline = time.monotonic() + 120
     try:
@@ -93,8 +143,9 @@ def test_bad_config_names_the_field(tmp_path):
     result = dqn("train", "--run-dir", str(tmp_path / "r"), "--learner.lr", "-1", timeout=60)
     assert result.returncode == 2
     assert "learner.lr" in result.stderr and "must be > 0" in result.stderr
-    result = dqn("train", "--run-dir", str(tmp_path / "r"), "--actors.epsilon", "greedy",
-                 timeout=60)
+    result = dqn(
+        "train", "--run-dir", str(tmp_path / "r"), "--actors.epsilon", "greedy", timeout=60
+    )
     assert result.returncode == 2 and "actors.epsilon" in result.stderr
 
 
