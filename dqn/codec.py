@@ -67,7 +67,10 @@ def decode(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
             f"{field}: {len(tensor.data)} data bytes, shape {list(shape)} of "
             f"{dtype_name(tensor.dtype)} needs {expected}"
         )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    try:
+        return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    except ValueError:  # e.g. [0, 2**62, 2**62]: zero elements, but too big for numpy
+        raise CodecError(f"{field}: shape {list(shape)} cannot be represented") from None
 
 
 def proto_dtype_name(dtype) -> str:

@@ -57,6 +57,12 @@ class RateLimiter:
             return True
         return self.diff + self.spi * n <= self.tolerance
 
+    def largest_insert(self) -> int | None:
+        """The most transitions one insert can ever be admitted with (None = no limit)."""
+        if self.spi == 0:
+            return None
+        return int(2 * self.tolerance / self.spi)
+
     def can_sample(self, size: int, n: int) -> bool:
         if size < self.min_size:
             return False

@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from pathlib import Path
 
+import grpc
 import numpy as np
 
 from dqn import rpc
 from dqn.config import Config
 from dqn.envs import env_spec
-from dqn.v1 import replay_pb2_grpc as pb_grpc
+from dqn.security import Security
+from dqn.v1 import replay_pb2 as pb
+from replay_server import checkpoint
 from replay_server.rate_limiter import RateLimiter
 from replay_server.service import ReplayServicer
 from replay_server.storage import RingStorage
@@ -20,12 +24,43 @@ from replay_server.validation import BatchSpec
 log = logging.getLogger("replay_server")
 SERVICE_NAME = "dqn.v1.ReplayService"
 RPC_THREADS = 32
+STOP_SLACK_S = 5.0  # how long stop() waits past the grace for gRPC to finish
+
+
+def add_replay_service(servicer: ReplayServicer, server: grpc.Server) -> None:
+    """Register the servicer like the generated ``add_ReplayServiceServicer_to_server``,
+    but with requests handed over as raw bytes: the servicer parses them, so a message
+    that does not parse is answered INVALID_ARGUMENT (grpc's own deserializer answers
+    INTERNAL and, on a stream, can leave the call unfinished so the server never stops).
+    """
+
+    def raw(data: bytes) -> bytes:
+        return data
+
+    handlers = {
+        "Push": grpc.stream_unary_rpc_method_handler(
+            servicer.Push, raw, pb.PushResponse.SerializeToString
+        ),
+        "Sample": grpc.unary_unary_rpc_method_handler(
+            servicer.Sample, raw, pb.SampleResponse.SerializeToString
+        ),
+        "Info": grpc.unary_unary_rpc_method_handler(
+            servicer.Info, raw, pb.InfoResponse.SerializeToString
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
 class ReplayServer:
     """A gRPC replay server. ``start()`` binds (port 0 picks one) and returns the port."""
 
-    def __init__(self, config: Config, obs_shape=None, n_actions: int | None = None):
+    def __init__(
+        self,
+        config: Config,
+        obs_shape=None,
+        n_actions: int | None = None,
+        security: Security | None = None,
+    ):
         r = config.replay
         if obs_shape is None or n_actions is None:
             obs_shape, n_actions, _ = env_spec(config.env.id)
@@ -47,15 +82,35 @@ class ReplayServer:
             np.random.default_rng(config.run.seed + 7919),
             max_waiting_pushers=RPC_THREADS // 2,
         )
-        self._server = rpc.make_server(r.max_message_mb, max_workers=RPC_THREADS)
-        pb_grpc.add_ReplayServiceServicer_to_server(self.servicer, self._server)
+        self._security = security
+        self._server = rpc.make_server(r.max_message_mb, RPC_THREADS, security)
+        add_replay_service(self.servicer, self._server)
         self._health = rpc.add_health(self._server, SERVICE_NAME)
         self.port: int | None = None
         self._stopped = threading.Event()
+        self._checkpointer = self._open_checkpoint()
+
+    def _open_checkpoint(self) -> checkpoint.Checkpointer | None:
+        """Restore from ``replay.checkpoint_path`` if that file exists; its periodic writer."""
+        r = self.config.replay
+        if not r.checkpoint_path:
+            return None
+        path = Path(r.checkpoint_path)
+        if path.exists():
+            self.servicer.restore(checkpoint.load(path), str(path))
+            log.info(
+                "restored %d transitions (%d inserted so far) from %s",
+                self.servicer.storage.size,
+                self.servicer.inserted,
+                path,
+            )
+        else:
+            log.info("no replay checkpoint at %s yet; starting empty", path)
+        return checkpoint.Checkpointer(self.servicer.snapshot, path, r.checkpoint_every_seconds)
 
     def start(self) -> int:
         r = self.config.replay
-        self.port = rpc.bind(self._server, r.host, r.port)
+        self.port = rpc.bind(self._server, r.host, r.port, self._security)
         self._server.start()
         log.info(
             "replay server on %s:%d (capacity %d, %.1f MiB preallocated)",
@@ -64,25 +119,40 @@ class ReplayServer:
             r.capacity,
             self.servicer.storage.nbytes / rpc.MiB,
         )
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         return self.port
 
     @property
     def address(self) -> str:
         return f"{self.config.replay.host}:{self.port}"
 
+    def write_checkpoint(self) -> checkpoint.ReplayState | None:
+        """Write a checkpoint now (None when none is configured); returns what was written."""
+        return self._checkpointer.write() if self._checkpointer is not None else None
+
     def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting calls, let in-flight ones finish within ``grace`` seconds, then
+        write the final checkpoint, which holds every transition a Push acknowledged."""
         self._health.enter_graceful_shutdown()
         self.servicer.stop()
-        self._server.stop(grace).wait()
-        self._stopped.set()
+        if not self._server.stop(grace).wait(grace + STOP_SLACK_S):
+            # grpc's shutdown event can miss a call that died in deserialization; the
+            # calls were cancelled at `grace`, so the checkpoint is still consistent.
+            log.warning("gRPC server not stopped %.1fs after its grace", STOP_SLACK_S)
+        try:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+        finally:
+            self._stopped.set()
 
     def wait(self) -> None:
         self._stopped.wait()
 
 
-def serve(config: Config, ready_file: str | None = None) -> int:
+def serve(config: Config, ready_file: str | None = None, security: Security | None = None) -> int:
     """Run until SIGTERM/SIGINT; exit code 0 on a clean stop."""
-    server = ReplayServer(config)
+    server = ReplayServer(config, security=security)
     port = server.start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

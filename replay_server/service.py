@@ -5,14 +5,16 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from dqn import codec
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
+from replay_server import checkpoint
 from replay_server.rate_limiter import RateLimiter
 from replay_server.storage import COLUMNS, RingStorage
 from replay_server.validation import BatchError, BatchSpec, validate_batch
@@ -67,18 +69,59 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             self.stopping = True
             self.cond.notify_all()
 
+    # -- checkpoints --------------------------------------------------------------
+    COUNTERS = ("inserted", "sampled", "rejected", "duplicates", "episodes_total")
+
+    def snapshot(self) -> checkpoint.ReplayState:
+        """A consistent copy of the whole state; the lock is held only while copying."""
+        with self.cond:
+            s = self.storage
+            return checkpoint.ReplayState(
+                capacity=s.capacity,
+                obs_shape=s.obs_shape,
+                obs_dtype=s.obs_dtype.str,
+                n_actions=self.spec.n_actions,
+                cursor=s.cursor,
+                size=s.size,
+                columns={name: col[: s.size].copy() for name, col in s.columns.items()},
+                counters={
+                    **{k: getattr(self, k) for k in self.COUNTERS},
+                    "learner_version": self.learner_version,
+                },
+                actors={k: asdict(a) for k, a in self.actors.items()},
+                episodes=list(self.episodes),
+                limiter=checkpoint.limiter_state(self.limiter),
+            )
+
+    def restore(self, state: checkpoint.ReplayState, path: str = "") -> None:
+        """Replace the whole state by ``state``; CheckpointError (nothing changed) if it
+        was written for another capacity, obs shape/dtype or action count."""
+        s = self.storage
+        checkpoint.check_compatible(
+            state, s.capacity, s.obs_shape, s.obs_dtype, self.spec.n_actions, path
+        )
+        with self.cond:
+            s.load_state({"cursor": state.cursor, "size": state.size, **state.full_columns()})
+            for name in (*self.COUNTERS, "learner_version"):
+                setattr(self, name, int(state.counters[name]))
+            self.actors = {k: _ActorState(**v) for k, v in state.actors.items()}
+            self.episodes.clear()
+            self.episodes.extend(state.episodes)
+            checkpoint.load_limiter_state(self.limiter, state.limiter)
+            self.cond.notify_all()
+
     # -- Push ---------------------------------------------------------------------
     def Push(self, request_iterator, context):
         accepted = transitions = duplicates = 0
-        for request in request_iterator:
+        for raw in request_iterator:
+            request = self._parse(pb.PushRequest, raw, context)
             batch = request.batch
             try:
                 columns = validate_batch(batch, self.spec)
+                n = len(columns["action"])
+                self._check_admissible(n)
             except BatchError as exc:
-                with self.cond:
-                    self.rejected += 1
-                context.abort(exc.code, exc.message)
-            n = len(columns["action"])
+                self._reject(context, exc.code, exc.message)
             with self.cond:
                 if not self._is_duplicate(batch) and not self.limiter.can_insert(
                     self.storage.size, n
@@ -119,6 +162,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
 
     # -- Sample -------------------------------------------------------------------
     def Sample(self, request, context):
+        request = self._parse(pb.SampleRequest, request, context)
         b, k = request.batch_size, request.num_batches
         if b < 1:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "batch_size: must be >= 1")
@@ -154,6 +198,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
 
     # -- Info ---------------------------------------------------------------------
     def Info(self, request, context):
+        request = self._parse(pb.InfoRequest, request, context)
         with self.cond:
             reply = pb.InfoResponse(
                 capacity=self.storage.capacity,
@@ -188,6 +233,34 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         return reply
 
     # -- helpers ------------------------------------------------------------------
+    def _parse(self, cls, raw, context):
+        """Requests arrive as bytes (see server.add_replay_service): parse them here so a
+        message that does not parse gets INVALID_ARGUMENT and nothing else happens."""
+        if not isinstance(raw, bytes):
+            return raw
+        try:
+            return cls.FromString(raw)
+        except DecodeError:
+            self._reject(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request: not a valid {cls.DESCRIPTOR.full_name} message",
+            )
+
+    def _reject(self, context, code: grpc.StatusCode, message: str):
+        with self.cond:
+            self.rejected += 1
+        context.abort(code, message)
+
+    def _check_admissible(self, n: int) -> None:
+        largest = self.limiter.largest_insert()
+        if largest is not None and n > largest:
+            raise BatchError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"batch.action: {n} transitions can never pass the rate limiter band "
+                f"(at most {largest} per batch with these settings)",
+            )
+
     def _is_duplicate(self, batch: pb.TransitionBatch) -> bool:
         actor = self.actors.get(batch.actor_id)
         return (

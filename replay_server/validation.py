@@ -6,6 +6,7 @@ and a message that names the offending field.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import grpc
@@ -90,6 +91,8 @@ def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.n
             raise _invalid(f"{field}: {arr.shape[0]} rows, but batch.obs has {n}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise _invalid(f"{field}: contains NaN or infinite values")
+        if arr.dtype == np.bool_ and (arr.view(np.uint8) > 1).any():
+            raise _invalid(f"{field}: bool bytes must be 0 or 1")
         out[name] = arr
     action = out["action"]
     bad = (action < 0) | (action >= spec.n_actions)
@@ -100,4 +103,13 @@ def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.n
     discount = out["discount"]
     if ((discount < 0) | (discount > 1)).any():
         raise _invalid("batch.discount: values must lie in [0, 1]")
+    _check_bookkeeping(batch)
     return out
+
+
+def _check_bookkeeping(batch: pb.TransitionBatch) -> None:
+    if not 0.0 <= batch.epsilon <= 1.0:  # also false for NaN
+        raise _invalid(f"batch.epsilon: must lie in [0, 1], got {batch.epsilon}")
+    for i, ep in enumerate(batch.episodes):
+        if not math.isfinite(ep.episode_return):
+            raise _invalid(f"batch.episodes[{i}].episode_return: must be finite")

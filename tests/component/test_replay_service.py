@@ -387,3 +387,27 @@ def test_health_serving(replay_server):
             reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
     rpc.wait_ready(replay_server.address, timeout=5)
+
+
+def test_batch_too_big_for_the_band_is_refused_not_parked(replay_server_factory):
+    """A batch larger than the band could ever admit would wait forever (and its writer
+    retry forever): it is refused at once, naming the limit, and nothing is stored."""
+    server = replay_server_factory(
+        samples_per_insert=8.0,
+        spi_tolerance=2048.0,
+        max_batch_transitions=4096,
+        learner={"batch_size": 8, "batches_per_call": 1},
+        actors={"push_every": 64},
+    )
+    channel, stub = replay_stub(server.address)
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            push(stub, make_batch(1, 0, 600), timeout=5)  # 8 * 600 > 2 * 2048
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "can never pass the rate limiter band (at most 512 per batch" in (
+            err.value.details()
+        )
+        assert info(stub).size == 0 and info(stub).rejected_batches == 1
+        assert push(stub, make_batch(1, 0, 64)).accepted_transitions == 64
+    finally:
+        channel.close()
