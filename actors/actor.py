@@ -20,6 +20,7 @@ from actors.policy import epsilon_greedy
 from dqn.config import Config
 from dqn.envs import make_vector_env
 from dqn.networks import build_q_network
+from dqn.security import Security
 
 log = logging.getLogger("actors.actor")
 
@@ -66,7 +67,8 @@ class Actor:
         if self._apex is not None:
             return self._apex
         a = self.config.actors
-        fleet_steps = self.adder.env_steps * a.num_actors
+        # The learner's count carries the schedule across actor restarts and resumes.
+        fleet_steps = max(self.adder.env_steps * a.num_actors, self.weights.env_steps)
         return schedules.linear(fleet_steps, a.eps_start, a.eps_end, a.eps_decay_steps)
 
     def current_epsilon_mean(self) -> float:
@@ -101,6 +103,7 @@ def run_actor_process(
     replay_address: str,
     weights_address: str,
     stop: threading.Event | None = None,
+    security: Security | None = None,
 ) -> None:
     """Entry of a plain-process actor (no Ray): runs until SIGTERM/SIGINT."""
     import signal
@@ -112,8 +115,9 @@ def run_actor_process(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    writer = GrpcReplayWriter(replay_address, max_message_mb=config.replay.max_message_mb)
-    weights = GrpcWeightClient(weights_address, max_message_mb=config.replay.max_message_mb)
+    mb = config.replay.max_message_mb
+    writer = GrpcReplayWriter(replay_address, max_message_mb=mb, security=security)
+    weights = GrpcWeightClient(weights_address, max_message_mb=mb, security=security)
     actor = Actor(config, actor_id, writer, weights)
     log.info(
         "actor %d (pid %d) acting on %s x%d", actor_id, os.getpid(), config.env.id, actor.num_envs

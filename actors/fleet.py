@@ -17,6 +17,7 @@ import time
 import ray
 
 from dqn.config import Config
+from dqn.security import Security
 
 log = logging.getLogger("actors.fleet")
 
@@ -24,20 +25,27 @@ log = logging.getLogger("actors.fleet")
 class _RayActor:
     """Body of one Ray actor; the loop runs in a thread so calls stay answerable."""
 
-    def __init__(self, config: Config, actor_id: int, replay_address: str, weights_address: str):
+    def __init__(
+        self,
+        config: Config,
+        actor_id: int,
+        replay_address: str,
+        weights_address: str,
+        security: Security | None = None,
+    ):
         from actors.actor import run_actor_process
 
         self.actor_id = actor_id
         self.started = time.time()
         self._stop = threading.Event()
-        self._error: BaseException | None = None
 
         def body() -> None:
             try:
-                run_actor_process(config, actor_id, replay_address, weights_address, self._stop)
-            except BaseException as exc:  # surfaced through ping(); Ray restarts us
-                self._error = exc
-                log.exception("actor %d failed", actor_id)
+                run_actor_process(
+                    config, actor_id, replay_address, weights_address, self._stop, security
+                )
+            except BaseException:  # a dead loop must not leave a live, idle actor behind
+                log.exception("actor %d failed; exiting so Ray restarts it", actor_id)
                 os._exit(1)
 
         self._thread = threading.Thread(target=body, name=f"actor-{actor_id}", daemon=True)
@@ -61,9 +69,16 @@ class _RayActor:
 class RayFleet:
     """N Ray actors with restarts; ``resize(n)`` grows or shrinks the running fleet."""
 
-    def __init__(self, config: Config, replay_address: str, weights_address: str):
+    def __init__(
+        self,
+        config: Config,
+        replay_address: str,
+        weights_address: str,
+        security: Security | None = None,
+    ):
         a = config.actors
         self.config = config
+        self.security = security
         self.replay_address = replay_address
         self.weights_address = weights_address
         self._cls = ray.remote(
@@ -78,8 +93,8 @@ class RayFleet:
             raise ValueError(f"actor count must be >= 0, got {n}")
         next_id = max(self.handles, default=-1) + 1
         while len(self.handles) < n:
-            self.handles[next_id] = self._cls.options(name=None).remote(
-                self.config, next_id, self.replay_address, self.weights_address
+            self.handles[next_id] = self._cls.remote(
+                self.config, next_id, self.replay_address, self.weights_address, self.security
             )
             next_id += 1
         while len(self.handles) > n:

@@ -15,6 +15,7 @@ import grpc
 
 from dqn import rpc
 from dqn.retry import Backoff, is_retryable
+from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 
@@ -33,8 +34,9 @@ class GrpcReplayWriter:
         max_per_call: int = 16,
         deadline_s: float = 30.0,
         max_message_mb: int = 64,
+        security: Security | None = None,
     ):
-        self._channel = rpc.channel(address, max_message_mb)
+        self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.ReplayServiceStub(self._channel)
         self._queue: queue.Queue[pb.TransitionBatch | None] = queue.Queue(maxsize=max_pending)
         self._max_per_call = max_per_call

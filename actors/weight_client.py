@@ -11,6 +11,7 @@ import torch
 from dqn import rpc
 from dqn import weights as weights_codec
 from dqn.retry import Backoff
+from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 
@@ -20,14 +21,15 @@ log = logging.getLogger("actors.weight_client")
 class GrpcWeightClient:
     """Latest-wins holder of the learner's weights."""
 
-    def __init__(self, address: str, max_message_mb: int = 64):
-        self._channel = rpc.channel(address, max_message_mb)
+    def __init__(self, address: str, max_message_mb: int = 64, security: Security | None = None):
+        self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.WeightServiceStub(self._channel)
         self._lock = threading.Lock()
-        self._latest: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._latest: tuple[int, int, dict[str, torch.Tensor]] | None = None
         self._closed = threading.Event()
         self._call = None
         self.version = 0  # version loaded into the caller's network
+        self.env_steps = 0  # fleet env steps the learner had seen at that version
         self._thread = threading.Thread(target=self._run, name="weight-client", daemon=True)
         self._thread.start()
 
@@ -40,7 +42,7 @@ class GrpcWeightClient:
                 for msg in self._call:
                     state = weights_codec.from_proto(msg)
                     with self._lock:
-                        self._latest = (msg.version, state)
+                        self._latest = (msg.version, msg.env_steps, state)
                     seen = msg.version
                     backoff.reset()
             except grpc.RpcError as exc:
@@ -55,8 +57,8 @@ class GrpcWeightClient:
             latest, self._latest = self._latest, None
         if latest is None or latest[0] <= self.version:
             return False
-        net.load_state_dict(latest[1])
-        self.version = latest[0]
+        self.version, self.env_steps, state = latest
+        net.load_state_dict(state)
         return True
 
     def close(self) -> None:

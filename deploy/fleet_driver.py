@@ -8,12 +8,17 @@ import signal
 import threading
 
 from dqn.config import Config
+from dqn.security import Security
 
 log = logging.getLogger("deploy.fleet_driver")
 
 
 def run_fleet(
-    config: Config, replay_address: str, weights_address: str, ray_address: str = "local"
+    config: Config,
+    replay_address: str,
+    weights_address: str,
+    ray_address: str = "local",
+    security: Security | None = None,
 ) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -26,7 +31,7 @@ def run_fleet(
         procs = [
             ctx.Process(
                 target=run_actor_process,
-                args=(config, i, replay_address, weights_address),
+                args=(config, i, replay_address, weights_address, None, security),
                 daemon=False,
             )
             for i in range(n)
@@ -49,7 +54,7 @@ def run_fleet(
         init_local_ray()
     else:
         ray.init(address=ray_address, configure_logging=False)
-    fleet = RayFleet(config, replay_address, weights_address)
+    fleet = RayFleet(config, replay_address, weights_address, security)
     fleet.start(n)
     log.info("%d Ray actors started", n)
     try:

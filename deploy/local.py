@@ -15,9 +15,11 @@ process behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,6 +31,7 @@ import psutil
 
 from dqn import config as config_mod
 from dqn import rpc
+from dqn import security as security_mod
 from dqn.config import Config
 
 log = logging.getLogger("deploy.local")
@@ -64,6 +67,18 @@ def _spawn(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dqn.cli", *args])
 
 
+def _with_replay_checkpoint(config: Config, run_dir: Path, resume: bool) -> Config:
+    """Unless set, checkpoint the replay server to RUN_DIR/checkpoints/replay.npz; a
+    fresh (not --resume) run then starts from an empty buffer, not an old run's."""
+    if config.replay.checkpoint_path:
+        return config
+    path = run_dir / "checkpoints" / "replay.npz"
+    if not resume:
+        path.unlink(missing_ok=True)
+    replay = dataclasses.replace(config.replay, checkpoint_path=str(path))
+    return dataclasses.replace(config, replay=replay)
+
+
 def _terminate(proc: subprocess.Popen | None, name: str, timeout: float = 15.0) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -76,6 +91,22 @@ def _terminate(proc: subprocess.Popen | None, name: str, timeout: float = 15.0) 
         proc.wait()
 
 
+def _with_run_token(config: Config, run_dir: Path) -> Config:
+    """Unless a token is configured, make one for this run (a 0600 file in the run dir).
+
+    The config records only the file's path, so no secret reaches config.json or logs.
+    """
+    if config.security.token_file or os.environ.get(security_mod.TOKEN_ENV):
+        return config
+    path = run_dir / ".token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32))
+    return dataclasses.replace(
+        config, security=dataclasses.replace(config.security, token_file=str(path))
+    )
+
+
 def train(config: Config, resume: bool = False) -> int:
     start_time = psutil.Process().create_time()
     run_dir = Path(config.run.dir)
@@ -85,8 +116,11 @@ def train(config: Config, resume: bool = False) -> int:
     if not resume:
         for old in ("summary.json", "policy.pt", "metrics.jsonl"):
             (run_dir / old).unlink(missing_ok=True)
+    config = _with_run_token(config, run_dir)
+    config = _with_replay_checkpoint(config, run_dir, resume)
     config_path = run_dir / "config.json"
     config_mod.save(config, config_path)
+    security = security_mod.load(config.security)
     peak = _PeakRSS()
     stop = threading.Event()
 
@@ -127,7 +161,7 @@ def train(config: Config, resume: bool = False) -> int:
         init_local_ray(num_cpus=max(os.cpu_count() or 1, 1))
         ray_started = True
         learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
-        fleet = RayFleet(config, replay_address, learner_info["address"])
+        fleet = RayFleet(config, replay_address, learner_info["address"], security)
         fleet.start()
         print(
             f"[{time.time() - start_time:6.1f}s] training {config.env.id}: replay "

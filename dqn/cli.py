@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from dqn import config as config_mod
+from dqn import security as security_mod
 
 # Short spellings for the flags people type most.
 ALIASES = {
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "replay-server":
             from replay_server.server import serve
 
-            return serve(config, args.ready_file)
+            return serve(config, args.ready_file, security_mod.load(config.security))
         if args.command == "learner":
             from learner.main import serve
 
@@ -207,12 +208,19 @@ def main(argv: list[str] | None = None) -> int:
                 resume=args.resume,
                 ready_file=args.ready_file,
                 start_time=args.start_time,
+                security=security_mod.load(config.security),
             )
         if args.command == "actors":
             from deploy.fleet_driver import run_fleet
 
-            return run_fleet(config, args.replay_address, args.weights_address, args.ray_address)
-    except config_mod.ConfigError as exc:
+            return run_fleet(
+                config,
+                args.replay_address,
+                args.weights_address,
+                args.ray_address,
+                security_mod.load(config.security),
+            )
+    except (config_mod.ConfigError, security_mod.SecurityError) as exc:
         print(f"dqn {args.command}: invalid configuration: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

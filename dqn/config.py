@@ -161,6 +161,12 @@ class ReplayConfig(_Section):
     max_message_mb: int = opt(64, "largest gRPC message, MiB", ge=1, le=1024)
     host: str = opt("127.0.0.1", "address the replay server binds")
     port: int = opt(0, "port the replay server binds; 0 picks a free one", ge=0, le=65535)
+    checkpoint_path: str | None = opt(
+        None,
+        "file the replay server checkpoints to and restores from at start (empty = none)",
+        optional=True,
+    )
+    checkpoint_every_seconds: float = opt(10.0, "seconds between replay checkpoints", gt=0)
 
     def check(self) -> None:
         if self.min_size > self.capacity:
@@ -250,6 +256,25 @@ class RunConfig(_Section):
 
 
 @dataclass(frozen=True)
+class SecurityConfig(_Section):
+    _section: typing.ClassVar[str] = "security"
+    token_file: str | None = opt(
+        None,
+        "file holding the shared RPC token (else env DQN_AUTH_TOKEN; none = no token)",
+        optional=True,
+    )
+    tls_cert: str | None = opt(None, "PEM certificate of this process (enables TLS)", optional=True)
+    tls_key: str | None = opt(None, "PEM private key for tls_cert", optional=True)
+    tls_ca: str | None = opt(None, "PEM CA that signs the peers' certificates", optional=True)
+    tls_client_auth: bool = opt(False, "mutual TLS: servers require client certificates")
+    tls_server_name: str | None = opt(
+        None,
+        "name to verify in server certificates (default: the address host)",
+        optional=True,
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
@@ -258,6 +283,7 @@ class Config:
     learner: LearnerConfig = dataclasses.field(default_factory=LearnerConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    security: SecurityConfig = dataclasses.field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
         r = self.replay
@@ -286,6 +312,7 @@ SECTIONS: dict[str, type] = {
     "learner": LearnerConfig,
     "eval": EvalConfig,
     "run": RunConfig,
+    "security": SecurityConfig,
 }
 ENV_PREFIX = "DQN_"
 

@@ -41,13 +41,14 @@ class ReplaySampler(Protocol):
 class WeightSource(Protocol):
     """Publishes versioned weights (the learner side)."""
 
-    def publish(self, state_dict: dict, updates: int) -> int: ...
+    def publish(self, state_dict: dict, updates: int, env_steps: int) -> int: ...
 
 
 class WeightClient(Protocol):
     """Keeps a local network current (the actor side) without blocking the caller."""
 
-    version: int
+    version: int  # weights version loaded by the last update()
+    env_steps: int  # fleet env steps the learner had seen at that version
 
     def update(self, net) -> bool: ...
 

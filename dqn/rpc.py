@@ -11,6 +11,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from dqn.security import Security, secure_channel, server_credentials, server_interceptors
+
 MiB = 1 << 20
 
 
@@ -24,9 +26,13 @@ def channel_options(max_message_mb: int = 64) -> list[tuple[str, int]]:
     ]
 
 
-def make_server(max_message_mb: int = 64, max_workers: int = 32) -> grpc.Server:
+def make_server(
+    max_message_mb: int = 64, max_workers: int = 32, security: Security | None = None
+) -> grpc.Server:
+    """A gRPC server; with ``security.token`` every call but health needs the token."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
+        interceptors=server_interceptors(security),
         options=[*channel_options(max_message_mb), ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=max_workers * 4,
     )
@@ -40,22 +46,29 @@ def add_health(server: grpc.Server, *service_names: str) -> health.HealthService
     return servicer
 
 
-def bind(server: grpc.Server, host: str, port: int) -> int:
-    """Bind ``host:port`` (port 0 picks a free one) and return the port bound."""
-    bound = server.add_insecure_port(f"{host}:{port}")
+def bind(server: grpc.Server, host: str, port: int, security: Security | None = None) -> int:
+    """Bind ``host:port`` (port 0 picks a free one), with TLS if configured; the port."""
+    address = f"{host}:{port}"
+    if security is not None and security.cert_pem is not None:
+        bound = server.add_secure_port(address, server_credentials(security))
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
     return bound
 
 
-def channel(address: str, max_message_mb: int = 64) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=channel_options(max_message_mb))
+def channel(
+    address: str, max_message_mb: int = 64, security: Security | None = None
+) -> grpc.Channel:
+    """A client channel; TLS and the token are added as ``security`` says."""
+    return secure_channel(address, channel_options(max_message_mb), security)
 
 
-def wait_ready(address: str, timeout: float = 30.0) -> None:
+def wait_ready(address: str, timeout: float = 30.0, security: Security | None = None) -> None:
     """Block until the server at ``address`` reports SERVING on gRPC health."""
     deadline = time.monotonic() + timeout
-    with channel(address) as ch:
+    with channel(address, security=security) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:

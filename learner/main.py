@@ -25,6 +25,7 @@ from dqn import rpc
 from dqn.config import Config
 from dqn.envs import env_spec
 from dqn.networks import build_q_network
+from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from learner import checkpoint
@@ -79,6 +80,7 @@ class LearnerProcess:
         resume: bool = False,
         start_time: float | None = None,
         num_actors: int | None = None,
+        security: Security | None = None,
     ):
         self.config = config
         self.start_time = start_time if start_time is not None else time.time()
@@ -103,9 +105,10 @@ class LearnerProcess:
         self.ckpt_path = self.run_dir / "checkpoints" / "learner.pt"
         if resume:
             self._restore()
-        self.weights = WeightServer(lc.host, lc.port, config.replay.max_message_mb)
+        self.security = security
+        self.weights = WeightServer(lc.host, lc.port, config.replay.max_message_mb, security)
         self.replay_address = replay_address
-        self._channel = rpc.channel(replay_address, config.replay.max_message_mb)
+        self._channel = rpc.channel(replay_address, config.replay.max_message_mb, security)
         self._replay = pb_grpc.ReplayServiceStub(self._channel)
         self.evaluator = Evaluator(
             config.env.id, config.eval.episodes, seed=config.run.seed + 1_000_003
@@ -154,7 +157,7 @@ class LearnerProcess:
     def start(self) -> str:
         """Start the weight service and publish the first weights; returns its address."""
         self.weights.start()
-        self.weights.publisher.publish(self.dqn.online.state_dict(), self.dqn.updates)
+        self._publish()
         return self.weights.address
 
     def run(self) -> dict:
@@ -167,6 +170,7 @@ class LearnerProcess:
             self.device,
             cfg.replay.max_message_mb,
             learner_version=lambda: self.weights.publisher.version,
+            security=self.security,
         )
         last_progress = last_ckpt = last_info = time.monotonic()
         rate_t0, rate_updates, rate_steps = (
@@ -183,7 +187,7 @@ class LearnerProcess:
                 stats = self.dqn.step(batch)
                 u = self.dqn.updates
                 if u % lc.publish_every == 0:
-                    self.weights.publisher.publish(self.dqn.online.state_dict(), u)
+                    self._publish()
                 if u % cfg.eval.every_updates == 0 and self._evaluate():
                     reason = "solved"
                     if rc.stop_when_solved:
@@ -220,6 +224,11 @@ class LearnerProcess:
                 reason = "max_updates"
                 break
         return self.finish(reason)
+
+    def _publish(self) -> None:
+        self.weights.publisher.publish(
+            self.dqn.online.state_dict(), self.dqn.updates, self.progress.env_steps
+        )
 
     def _poll_replay(self) -> None:
         try:
@@ -349,10 +358,16 @@ def serve(
     ready_file: str | None = None,
     start_time: float | None = None,
     num_actors: int | None = None,
+    security: Security | None = None,
 ) -> int:
     """Process entry: run until done or SIGTERM/SIGINT, always writing the outputs."""
     learner = LearnerProcess(
-        config, replay_address, resume=resume, start_time=start_time, num_actors=num_actors
+        config,
+        replay_address,
+        resume=resume,
+        start_time=start_time,
+        num_actors=num_actors,
+        security=security,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: learner.stop_event.set())

@@ -18,6 +18,7 @@ import torch
 
 from dqn import codec, rpc
 from dqn.retry import Backoff, is_retryable
+from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 
@@ -61,12 +62,13 @@ class PrefetchingSampler:
         device: torch.device,
         max_message_mb: int = 64,
         learner_version=lambda: 0,
+        security: Security | None = None,
     ):
         self.batch_size = batch_size
         self.batches_per_call = batches_per_call
         self.device = device
         self._pin = device.type == "cuda"
-        self._channel = rpc.channel(address, max_message_mb)
+        self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.ReplayServiceStub(self._channel)
         self._queue: queue.Queue[dict[str, torch.Tensor] | BaseException] = queue.Queue(depth)
         self._learner_version = learner_version

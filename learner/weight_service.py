@@ -8,6 +8,7 @@ import grpc
 
 from dqn import rpc
 from dqn import weights as weights_codec
+from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 
@@ -27,9 +28,9 @@ class WeightPublisher(pb_grpc.WeightServiceServicer):
         latest = self._latest
         return latest.version if latest is not None else 0
 
-    def publish(self, state_dict: dict, updates: int = 0) -> int:
+    def publish(self, state_dict: dict, updates: int = 0, env_steps: int = 0) -> int:
         version = self.version + 1
-        msg = weights_codec.to_proto(state_dict, version, updates)
+        msg = weights_codec.to_proto(state_dict, version, updates, env_steps)
         with self._cond:
             self._latest = msg
             self._cond.notify_all()
@@ -62,16 +63,22 @@ class WeightPublisher(pb_grpc.WeightServiceServicer):
 class WeightServer:
     """gRPC server for the publisher, with health checking. ``start()`` returns the port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_message_mb: int = 64):
-        self.host, self._port = host, port
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_message_mb: int = 64,
+        security: Security | None = None,
+    ):
+        self.host, self._port, self._security = host, port, security
         self.publisher = WeightPublisher()
-        self._server = rpc.make_server(max_message_mb)
+        self._server = rpc.make_server(max_message_mb, security=security)
         pb_grpc.add_WeightServiceServicer_to_server(self.publisher, self._server)
         self._health = rpc.add_health(self._server, SERVICE_NAME)
         self.port: int | None = None
 
     def start(self) -> int:
-        self.port = rpc.bind(self._server, self.host, self._port)
+        self.port = rpc.bind(self._server, self.host, self._port, self._security)
         self._server.start()
         return self.port
 

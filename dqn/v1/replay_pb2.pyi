@@ -183,14 +183,16 @@ class InfoResponse(_message.Message):
     def __init__(self, capacity: _Optional[int] = ..., size: _Optional[int] = ..., inserted: _Optional[int] = ..., sampled: _Optional[int] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., env_steps: _Optional[int] = ..., actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ..., policy_lag: _Optional[float] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., episodes_cursor: _Optional[int] = ..., episodes_total: _Optional[int] = ..., samples_per_insert: _Optional[float] = ..., obs_bytes: _Optional[int] = ..., num_actions: _Optional[int] = ..., obs_shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Weights(_message.Message):
-    __slots__ = ("version", "params", "updates")
+    __slots__ = ("version", "params", "updates", "env_steps")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     version: int
     params: _containers.RepeatedCompositeFieldContainer[NamedTensor]
     updates: int
-    def __init__(self, version: _Optional[int] = ..., params: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., updates: _Optional[int] = ...) -> None: ...
+    env_steps: int
+    def __init__(self, version: _Optional[int] = ..., params: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., updates: _Optional[int] = ..., env_steps: _Optional[int] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "tensor")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +15,29 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def dqn(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def dqn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m dqn.cli ARGS``; the result also carries the process's ``pid``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-m", "dqn.cli", *args],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        **kwargs,
-    )
+        start_new_session=True,  # so a timeout can end the whole process group
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            raise AssertionError(
+                f"dqn {' '.join(args)} timed out:\n{out[-3000:]}\n{err[-3000:]}"
+            ) from None
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    result.pid = proc.pid
+    return result
 
 
 def summary(run_dir: Path) -> dict:
@@ -41,10 +55,19 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
     return found
 
 
-def ray_daemons() -> set[int]:
-    """PIDs of Ray's own daemons (gcs_server, raylet) on this machine."""
-    pids = set()
-    for p in psutil.process_iter(["name"]):
-        if p.info["name"] in ("gcs_server", "raylet"):
-            pids.add(p.pid)
-    return pids
+def ray_daemons_of(driver_pid: int) -> list[psutil.Process]:
+    """Ray daemons (gcs_server, raylet) of the Ray session a driver process started.
+
+    A local session is named ``session_<date>_<time>_<driver pid>``.
+    """
+    pattern = re.compile(rf"session_[0-9_-]+_{driver_pid}(/|$)")
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if p.info["name"] in ("gcs_server", "raylet") and any(
+                pattern.search(arg) for arg in p.info["cmdline"] or []
+            ):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.integration._train import dqn, processes_mentioning, ray_daemons, summary
+from tests.integration._train import dqn, processes_mentioning, ray_daemons_of, summary
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,6 @@ PROBE_ARGS = [
 @pytest.mark.parametrize(("env_id", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_probe_q_values(tmp_path, env_id, expected):
     run_dir = tmp_path / env_id
-    daemons_before = ray_daemons()
     result = dqn("train", "--env", env_id, "--run-dir", str(run_dir), *PROBE_ARGS, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     s = summary(run_dir)
@@ -74,4 +73,4 @@ def test_probe_q_values(tmp_path, env_id, expected):
         assert q == pytest.approx(q_expected, abs=TOL), f"{env_id} obs {obs}: Q {q}"
     # Nothing left running: no part of this run, no Ray daemon it started.
     assert processes_mentioning(str(run_dir)) == []
-    assert ray_daemons() <= daemons_before
+    assert ray_daemons_of(result.pid) == []

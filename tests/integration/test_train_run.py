@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from tests.integration._train import ROOT, dqn, processes_mentioning, ray_daemons, summary
+from tests.integration._train import ROOT, dqn, processes_mentioning, ray_daemons_of, summary
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +76,15 @@ def test_run_directory_contents_and_resume(tmp_path):
     kinds = {json.loads(line)["kind"] for line in (run_dir / "metrics.jsonl").open()}
     assert {"eval", "episode"} <= kinds
     assert "steps" in first.stdout and "updates" in first.stdout  # progress lines
+    # A per-run token guards every RPC; it is kept out of logs and of every other file.
+    token_file = run_dir / ".token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
+    assert token not in first.stdout + first.stderr
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path != token_file:
+            assert token.encode() not in path.read_bytes(), path
     ckpt = torch.load(run_dir / "checkpoints/learner.pt", weights_only=False)
     updates_before, evals_before = ckpt["progress"]["updates"], len(ckpt["progress"]["evals"])
 
@@ -97,7 +106,6 @@ def test_run_directory_contents_and_resume(tmp_path):
 
 def test_ctrl_c_stops_everything(tmp_path):
     run_dir = tmp_path / "run"
-    daemons_before = ray_daemons()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -136,7 +144,7 @@ def test_ctrl_c_stops_everything(tmp_path):
     assert (run_dir / "summary.json").is_file()  # the learner still wrote its outputs
     assert summary(run_dir)["stop_reason"] == "stopped"
     assert processes_mentioning(str(run_dir)) == []
-    assert ray_daemons() <= daemons_before
+    assert ray_daemons_of(proc.pid) == []
 
 
 def test_bad_config_names_the_field(tmp_path):
