@@ -23,6 +23,7 @@ from dqn.networks import build_q_network
 from dqn.security import Security
 
 log = logging.getLogger("actors.actor")
+FIRST_WEIGHTS_TIMEOUT_S = 30.0
 
 
 class Actor:
@@ -77,6 +78,14 @@ class Actor:
     def run(self, stop: threading.Event, max_steps: int | None = None) -> int:
         """Act until ``stop`` is set (or ``max_steps`` vector steps); returns env steps."""
         torch.set_num_threads(1)
+        # Act with the learner's weights (and its exploration position) from the first
+        # step; if the learner is not up yet, start anyway with the local init.
+        if not self.weights.wait_first(FIRST_WEIGHTS_TIMEOUT_S):
+            log.warning(
+                "actor %d: no weights after %.0fs; acting with initial weights",
+                self.actor_id,
+                FIRST_WEIGHTS_TIMEOUT_S,
+            )
         obs, _ = self.env.reset(seed=self.seed)
         self.adder.observe_first(obs)
         poll = self.config.actors.weight_poll_steps

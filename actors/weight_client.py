@@ -16,6 +16,7 @@ from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 
 log = logging.getLogger("actors.weight_client")
+STREAM_DEADLINE_S = 60.0
 
 
 class GrpcWeightClient:
@@ -27,6 +28,7 @@ class GrpcWeightClient:
         self._lock = threading.Lock()
         self._latest: tuple[int, int, dict[str, torch.Tensor]] | None = None
         self._closed = threading.Event()
+        self._first = threading.Event()
         self._call = None
         self.version = 0  # version loaded into the caller's network
         self.env_steps = 0  # fleet env steps the learner had seen at that version
@@ -38,11 +40,16 @@ class GrpcWeightClient:
         seen = 0
         while not self._closed.is_set():
             try:
-                self._call = self._stub.WatchWeights(pb.WatchWeightsRequest(after_version=seen))
+                # Every call has a deadline: the stream is renewed each minute, which
+                # also replaces a connection that died silently.
+                self._call = self._stub.WatchWeights(
+                    pb.WatchWeightsRequest(after_version=seen), timeout=STREAM_DEADLINE_S
+                )
                 for msg in self._call:
                     state = weights_codec.from_proto(msg)
                     with self._lock:
                         self._latest = (msg.version, msg.env_steps, state)
+                    self._first.set()
                     seen = msg.version
                     backoff.reset()
             except grpc.RpcError as exc:
@@ -50,6 +57,10 @@ class GrpcWeightClient:
                     return
                 log.debug("weight stream ended (%s); reconnecting", exc.code())
             self._closed.wait(backoff.next())
+
+    def wait_first(self, timeout: float) -> bool:
+        """Wait until the first weights arrived (True) or ``timeout`` passed (False)."""
+        return self._first.wait(timeout)
 
     def update(self, net: torch.nn.Module) -> bool:
         """Load the newest weights into ``net`` if newer than what it has. Never blocks."""

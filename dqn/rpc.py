@@ -23,6 +23,11 @@ def channel_options(max_message_mb: int = 64) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", size),
         ("grpc.keepalive_time_ms", 20_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # Reconnect within a second or two after a server restart; gRPC's default
+        # backoff grows to 120 s, which would stall a fleet long after recovery.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
 

@@ -1,0 +1,166 @@
+"""Faults injected into a real `dqn train` on CartPole: an actor and then the learner
+are killed with SIGKILL. Ray restarts the actor and training goes on; the learner is
+resumed from its checkpoint and continues where it was, not from random play."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from tests.integration._train import ROOT, dqn, processes_mentioning, ray_daemons_of, summary
+
+pytestmark = pytest.mark.integration
+
+ARGS = [
+    "--seed",
+    "3",
+    "--num-actors",
+    "2",
+    "--run.stop-when-solved",
+    "false",
+    "--run.checkpoint-every-seconds",
+    "1",
+    "--run.progress-every-seconds",
+    "0.5",
+]
+
+
+def _progress(run_dir) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a line being written
+            records.append(json.loads(line))
+    return records
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _descendants(pid: int, needle: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if needle in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _env_steps(run_dir) -> int:
+    steps = [r["step"] for r in _progress(run_dir) if r["kind"] == "progress"]
+    return max(steps, default=0)
+
+
+def test_actor_and_learner_killed(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dqn.cli",
+            "train",
+            "--run-dir",
+            str(run_dir),
+            "--max-seconds",
+            "300",
+            *ARGS,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        # Learning is under way: an evaluation well above a random policy (~20).
+        _wait_for(
+            lambda: any(r["kind"] == "eval" and r["mean"] >= 100 for r in _progress(run_dir)),
+            150,
+            "an evaluation >= 100",
+        )
+
+        # 1. kill -9 one actor: Ray starts a new process, which pushes again.
+        actors = _wait_for(lambda: _descendants(proc.pid, "ray::_RayActor"), 30, "actors")
+        victim = actors[0]
+        victim.kill()
+        _wait_for(
+            lambda: any(
+                p.pid not in {a.pid for a in actors}
+                for p in _descendants(proc.pid, "ray::_RayActor")
+            ),
+            60,
+            "a restarted actor process",
+        )
+        steps_after_kill = _env_steps(run_dir)
+        _wait_for(
+            lambda: _env_steps(run_dir) > steps_after_kill + 5_000,
+            60,
+            "env steps rising after the actor kill",
+        )
+
+        # 2. kill -9 the learner after a checkpoint; the launcher shuts the rest down.
+        time.sleep(1.5)  # let a checkpoint with this progress land
+        learner = _descendants(proc.pid, "--replay-address")
+        assert len(learner) == 1
+        learner[0].kill()
+        assert proc.wait(60) == 1  # the learner died: a failed run, everything stopped
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert processes_mentioning(str(run_dir)) == []
+    assert ray_daemons_of(proc.pid) == []
+
+    ckpt = torch.load(run_dir / "checkpoints/learner.pt", weights_only=False)["progress"]
+    evals_before = len(ckpt["evals"])
+    last_eval_before = ckpt["evals"][-1][3]
+    records_before = len(_progress(run_dir))
+
+    # 3. resume: counters, networks, optimizer, eval history and exploration go on.
+    resumed = dqn(
+        "train",
+        "--run-dir",
+        str(run_dir),
+        "--resume",
+        "--max-seconds",
+        "300",
+        "--max-updates",
+        str(ckpt["updates"] + 1_000),
+        *ARGS,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    s = summary(run_dir)
+    assert s["updates"] >= ckpt["updates"] + 1_000
+    after = torch.load(run_dir / "checkpoints/learner.pt", weights_only=False)["progress"]
+    assert after["evals"][:evals_before] == ckpt["evals"]  # history kept
+    first_eval_after = after["evals"][evals_before]
+    assert first_eval_after[1] > ckpt["updates"]  # counters continued
+    assert first_eval_after[3] >= min(100.0, 0.5 * last_eval_before), (
+        first_eval_after,
+        last_eval_before,
+    )
+    new_progress = [r for r in _progress(run_dir)[records_before:] if r["kind"] == "progress"]
+    assert new_progress and new_progress[0]["step"] >= ckpt["env_steps"]
+    # The actors pick up the exploration position with the weights: no epsilon = 1.
+    assert max(r["epsilon"] for r in new_progress) <= 0.1, [r["epsilon"] for r in new_progress]
