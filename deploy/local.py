@@ -107,7 +107,7 @@ def _with_run_token(config: Config, run_dir: Path) -> Config:
     )
 
 
-def train(config: Config, resume: bool = False) -> int:
+def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
     start_time = psutil.Process().create_time()
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def train(config: Config, resume: bool = False) -> int:
     ray_started = False
     code = 1
     try:
-        common = ["--config", str(config_path)]
+        common = ["--config", str(config_path), "--log-level", log_level]
         replay_ready = run_dir / ".replay.ready"
         replay = _spawn(["replay-server", *common, "--ready-file", str(replay_ready)])
         replay_info = rpc.read_ready_file(replay_ready, 60, alive=lambda: replay.poll() is None)

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from deploy.local import train
 
-            return train(config, resume=args.resume)
+            return train(config, resume=args.resume, log_level=args.log_level)
         if args.command == "replay-server":
             from replay_server.server import serve
 
