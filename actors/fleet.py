@@ -14,7 +14,11 @@ import os
 import threading
 import time
 
-import ray
+# Must be set before Ray is imported: otherwise a local Ray binds its ports on every
+# interface (and advertises the machine's address) even when told to use 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import ray  # noqa: E402
 
 from dqn.config import Config
 from dqn.security import Security
@@ -116,9 +120,12 @@ class RayFleet:
         self.resize(0)
 
 
-def init_local_ray(num_cpus: int | None = None) -> None:
-    """Start a private single-node Ray on loopback (never joins another cluster)."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+def init_ray(address: str = "local", num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address`` ('auto' = the one running here), or with
+    'local' start a private single-node Ray on loopback that never joins another."""
+    if address != "local":
+        ray.init(address=address, configure_logging=False)
+        return
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -127,3 +134,7 @@ def init_local_ray(num_cpus: int | None = None) -> None:
         configure_logging=False,
         log_to_driver=True,
     )
+
+
+def shutdown_ray() -> None:
+    ray.shutdown()

@@ -46,14 +46,9 @@ def run_fleet(
             p.join(10)
         return 0
 
-    import ray
+    from actors.fleet import RayFleet, init_ray, shutdown_ray
 
-    from actors.fleet import RayFleet, init_local_ray
-
-    if ray_address == "local":
-        init_local_ray()
-    else:
-        ray.init(address=ray_address, configure_logging=False)
+    init_ray(ray_address)
     fleet = RayFleet(config, replay_address, weights_address, security)
     fleet.start(n)
     log.info("%d Ray actors started", n)
@@ -61,5 +56,5 @@ def run_fleet(
         stop.wait()
     finally:
         fleet.stop()
-        ray.shutdown()
+        shutdown_ray()
     return 0

@@ -154,11 +154,9 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
             + (["--resume"] if resume else [])
         )
 
-        import ray
+        from actors.fleet import RayFleet, init_ray, shutdown_ray
 
-        from actors.fleet import RayFleet, init_local_ray
-
-        init_local_ray(num_cpus=max(os.cpu_count() or 1, 1))
+        init_ray("local", num_cpus=max(os.cpu_count() or 1, 1))
         ray_started = True
         learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
         fleet = RayFleet(config, replay_address, learner_info["address"], security)
@@ -191,9 +189,7 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
             except Exception as exc:  # noqa: BLE001 - best effort while shutting down
                 log.warning("fleet stop: %s", exc)
         if ray_started:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
         _terminate(replay, "replay server")
         signal.signal(signal.SIGTERM, old_term)
     peak_bytes = peak.stop()

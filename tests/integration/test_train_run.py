@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import torch
 
@@ -104,6 +106,27 @@ def test_run_directory_contents_and_resume(tmp_path):
     assert first_eval_after_resume[3] == pytest.approx(1.0)
 
 
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+
+
+def _assert_not_exposed(launcher_pid: int) -> None:
+    """Every process of the run (ours and Ray's) listens on loopback only; the Ray
+    dashboard runs without its web frontend and nothing listens on its port."""
+    tree = [psutil.Process(launcher_pid), *psutil.Process(launcher_pid).children(True)]
+    ours = [p for p in tree if "replay-server" in p.cmdline() or "learner" in p.cmdline()]
+    assert len(ours) == 2
+    for p in ours:
+        assert [c for c in p.net_connections("inet") if c.status == "LISTEN"]
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            cmdline = " ".join(p.cmdline())
+            listening = [c.laddr for c in p.net_connections("inet") if c.status == "LISTEN"]
+            assert all(addr.ip in LOOPBACK for addr in listening), (cmdline[:200], listening)
+            assert all(addr.port != 8265 for addr in listening), cmdline[:200]
+            if "dashboard/dashboard.py" in cmdline:
+                assert "--disable-frontend" in cmdline
+
+
 def test_ctrl_c_stops_everything(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
@@ -133,6 +156,7 @@ def test_ctrl_c_stops_everything(tmp_path):
             if "updates" in line and "steps" in line:
                 break
             assert time.monotonic() < deadline, "".join(lines)
+        _assert_not_exposed(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         proc.wait(90)
     finally:
