@@ -35,6 +35,7 @@ from dqn import security as security_mod
 from dqn.config import Config
 
 log = logging.getLogger("deploy.local")
+MAX_REPLAY_RESTARTS = 5
 
 
 class _PeakRSS:
@@ -77,6 +78,18 @@ def _with_replay_checkpoint(config: Config, run_dir: Path, resume: bool) -> Conf
         path.unlink(missing_ok=True)
     replay = dataclasses.replace(config.replay, checkpoint_path=str(path))
     return dataclasses.replace(config, replay=replay)
+
+
+def _start_replay(args: list[str], run_dir: Path) -> tuple[subprocess.Popen, dict]:
+    """Start the replay server and wait until it serves; returns it and its ready info."""
+    ready = run_dir / ".replay.ready"
+    ready.unlink(missing_ok=True)
+    proc = _spawn(["replay-server", *args, "--ready-file", str(ready)])
+    try:
+        return proc, rpc.read_ready_file(ready, 60, alive=lambda: proc.poll() is None)
+    except BaseException:
+        _terminate(proc, "replay server")
+        raise
 
 
 def _terminate(proc: subprocess.Popen | None, name: str, timeout: float = 15.0) -> None:
@@ -134,10 +147,9 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
     code = 1
     try:
         common = ["--config", str(config_path), "--log-level", log_level]
-        replay_ready = run_dir / ".replay.ready"
-        replay = _spawn(["replay-server", *common, "--ready-file", str(replay_ready)])
-        replay_info = rpc.read_ready_file(replay_ready, 60, alive=lambda: replay.poll() is None)
+        replay, replay_info = _start_replay(common, run_dir)
         replay_address = replay_info["address"]
+        replay_restarts = 0
 
         learner_ready = run_dir / ".learner.ready"
         learner = _spawn(
@@ -172,8 +184,20 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
             if learner.poll() is not None:
                 break
             if replay.poll() is not None:
-                log.error("replay server exited with %s; stopping", replay.returncode)
-                break
+                # Supervise: bring it back on the same port from its checkpoint; the
+                # learner and the actors reconnect to the same address by themselves.
+                if replay_restarts >= MAX_REPLAY_RESTARTS:
+                    log.error("replay server exited with %s again; stopping", replay.returncode)
+                    break
+                replay_restarts += 1
+                log.warning(
+                    "replay server exited with %s; restarting it (%d/%d)",
+                    replay.returncode,
+                    replay_restarts,
+                    MAX_REPLAY_RESTARTS,
+                )
+                port = ["--replay.port", str(replay_info["port"])]
+                replay, replay_info = _start_replay([*common, *port], run_dir)
             stop.wait(0.2)
         code = 0 if learner.poll() == 0 else 1
     except KeyboardInterrupt:

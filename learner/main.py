@@ -126,7 +126,8 @@ class LearnerProcess:
         self.dqn.optimizer.load_state_dict(state["optimizer"])
         self.dqn.updates = state["progress"]["updates"]
         self.progress = Progress(**state["progress"])
-        self.metrics.episodes = list(state.get("episodes", []))
+        self.metrics.episodes.extend(tuple(e) for e in state.get("episodes", []))
+        self.metrics.episodes_total = state.get("episodes_total", 0)
         self.metrics.evals = [(e[0], e[3], e[4]) for e in self.progress.evals]
         log.info(
             "resumed from %s at %d updates, %d env steps",
@@ -145,7 +146,8 @@ class LearnerProcess:
                 "target": self.dqn.target.state_dict(),
                 "optimizer": self.dqn.optimizer.state_dict(),
                 "progress": p.__dict__,
-                "episodes": self.metrics.episodes[-10_000:],
+                "episodes": list(self.metrics.episodes)[-10_000:],
+                "episodes_total": self.metrics.episodes_total,
                 "config": self.config.to_dict(),
             },
         )
@@ -241,8 +243,11 @@ class LearnerProcess:
         self.progress.env_steps = max(self.progress.env_steps, info.env_steps)
         if info.episodes_cursor < self.progress.episodes_cursor:  # server restarted
             self.progress.episodes_cursor = 0
-        for ep in info.episodes:
-            self.metrics.episode(self.progress.env_steps, ep.episode_return, ep.length)
+        self.metrics.episodes_finished(
+            self.progress.env_steps,
+            [ep.episode_return for ep in info.episodes],
+            [ep.length for ep in info.episodes],
+        )
         self.progress.episodes_cursor = info.episodes_cursor
         if info.actors:
             self.progress.epsilon = float(np.mean([a.epsilon for a in info.actors]))
@@ -327,7 +332,7 @@ class LearnerProcess:
             "eval_std": p.solved_at["std"] if solved else last[4],
             "env_steps": p.env_steps,
             "updates": self.dqn.updates,
-            "episodes": len(self.metrics.episodes),
+            "episodes": self.metrics.episodes_total,
             "wall_seconds": self.elapsed(),
             "actors": self.num_actors,
             "envs_per_actor": self.config.actors.envs_per_actor,

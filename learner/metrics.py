@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+EPISODES_KEPT = 100_000
 
 
 class Metrics:
@@ -18,7 +22,12 @@ class Metrics:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(run_dir / "tb"))
-        self.episodes: list[tuple[int, float]] = []  # (env_steps, return)
+        # (env_steps, return) of the most recent episodes, for the curve and the progress
+        # line; bounded, since one-step probe envs finish thousands of episodes a second.
+        self.episodes: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=EPISODES_KEPT
+        )
+        self.episodes_total = 0
         self.evals: list[tuple[int, float, float]] = []  # (env_steps, mean, std)
 
     def log(self, kind: str, step: int, **values) -> None:
@@ -29,9 +38,21 @@ class Metrics:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
-    def episode(self, env_steps: int, episode_return: float, length: int) -> None:
-        self.episodes.append((env_steps, episode_return))
-        self.log("episode", env_steps, episode_return=episode_return, length=length)
+    def episodes_finished(self, env_steps: int, returns: list[float], lengths: list[int]) -> None:
+        """Record episodes reported since the last call: one aggregated metrics record."""
+        if not returns:
+            return
+        self.episodes.extend((env_steps, r) for r in returns)
+        self.episodes_total += len(returns)
+        self.log(
+            "episodes",
+            env_steps,
+            count=len(returns),
+            return_mean=float(np.mean(returns)),
+            return_min=float(np.min(returns)),
+            return_max=float(np.max(returns)),
+            length_mean=float(np.mean(lengths)),
+        )
 
     def evaluation(self, env_steps: int, returns: np.ndarray, updates: int) -> None:
         mean, std = float(returns.mean()), float(returns.std())
@@ -41,7 +62,7 @@ class Metrics:
     def recent_return(self, n: int = 20) -> float | None:
         if not self.episodes:
             return None
-        return float(np.mean([r for _, r in self.episodes[-n:]]))
+        return float(np.mean([r for _, r in itertools.islice(reversed(self.episodes), n)]))
 
     def plot(self, path: Path, title: str, threshold: float | None = None) -> None:
         import matplotlib

@@ -137,8 +137,9 @@ class ReplayServer:
         self._health.enter_graceful_shutdown()
         self.servicer.stop()
         if not self._server.stop(grace).wait(grace + STOP_SLACK_S):
-            # grpc's shutdown event can miss a call that died in deserialization; the
-            # calls were cancelled at `grace`, so the checkpoint is still consistent.
+            # Defensive bound: a call grpc never marks finished must not keep the final
+            # checkpoint from being written; calls were cancelled at `grace`, so the
+            # state is consistent.
             log.warning("gRPC server not stopped %.1fs after its grace", STOP_SLACK_S)
         try:
             if self._checkpointer is not None:

@@ -16,6 +16,7 @@ import psutil
 import pytest
 import torch
 
+from replay_server import checkpoint
 from tests.integration._train import ROOT, dqn, processes_mentioning, ray_daemons_of, summary
 
 pytestmark = pytest.mark.integration
@@ -28,6 +29,8 @@ ARGS = [
     "--run.stop-when-solved",
     "false",
     "--run.checkpoint-every-seconds",
+    "1",
+    "--replay.checkpoint-every-seconds",
     "1",
     "--run.progress-every-seconds",
     "0.5",
@@ -118,7 +121,31 @@ def test_actor_and_learner_killed(tmp_path):
             "env steps rising after the actor kill",
         )
 
-        # 2. kill -9 the learner after a checkpoint; the launcher shuts the rest down.
+        # 2. kill -9 the replay server: the launcher restarts it on the same port from
+        # its checkpoint, the learner and actors reconnect, and training goes on.
+        replay_ckpt = run_dir / "checkpoints" / "replay.npz"
+        _wait_for(replay_ckpt.exists, 30, "a replay checkpoint")
+        checkpointed = checkpoint.load(replay_ckpt).size
+        old_replay = _descendants(proc.pid, "replay-server")
+        assert len(old_replay) == 1
+        old_replay[0].kill()
+        killed_at = time.time()
+        _wait_for(
+            lambda: any(
+                p.pid != old_replay[0].pid for p in _descendants(proc.pid, "replay-server")
+            ),
+            60,
+            "a restarted replay server",
+        )
+        after_restart = lambda: [  # noqa: E731
+            r for r in _progress(run_dir) if r["kind"] == "progress" and r["time"] > killed_at + 1
+        ]
+        _wait_for(lambda: len(after_restart()) >= 4, 60, "progress after the restart")
+        recent = after_restart()
+        assert min(r["replay_size"] for r in recent[1:]) >= checkpointed
+        assert recent[-1]["updates"] > recent[0]["updates"]  # the learner trains on
+
+        # 3. kill -9 the learner after a checkpoint; the launcher shuts the rest down.
         time.sleep(1.5)  # let a checkpoint with this progress land
         learner = _descendants(proc.pid, "--replay-address")
         assert len(learner) == 1
@@ -136,7 +163,7 @@ def test_actor_and_learner_killed(tmp_path):
     last_eval_before = ckpt["evals"][-1][3]
     records_before = len(_progress(run_dir))
 
-    # 3. resume: counters, networks, optimizer, eval history and exploration go on.
+    # 4. resume: counters, networks, optimizer, eval history and exploration go on.
     resumed = dqn(
         "train",
         "--run-dir",

@@ -76,7 +76,7 @@ def test_run_directory_contents_and_resume(tmp_path):
         assert key in s, key
     assert s["actors"] == 2 and s["device"] == "cpu" and s["updates"] >= 400
     kinds = {json.loads(line)["kind"] for line in (run_dir / "metrics.jsonl").open()}
-    assert {"eval", "episode"} <= kinds
+    assert {"eval", "episodes", "progress"} <= kinds
     assert "steps" in first.stdout and "updates" in first.stdout  # progress lines
     # A per-run token guards every RPC; it is kept out of logs and of every other file.
     token_file = run_dir / ".token"
