@@ -41,7 +41,7 @@ MAX_REPLAY_RESTARTS = 5
 class _PeakRSS:
     """Samples the RSS of this process and all its descendants (Ray's too)."""
 
-    def __init__(self, interval: float = 0.5):
+    def __init__(self, interval: float = 1.0):
         self.peak = 0
         self._stop = threading.Event()
         self._interval = interval
