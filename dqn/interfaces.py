@@ -21,6 +21,9 @@ from typing import Protocol
 
 from dqn.v1 import replay_pb2 as pb
 
+# The columns of a transition, in wire order (TransitionBatch, SampleResponse, storage).
+TRANSITION_COLUMNS = ("obs", "action", "reward", "next_obs", "terminated", "discount")
+
 
 class ReplayWriter(Protocol):
     """Takes finished TransitionBatches; may block to apply backpressure."""

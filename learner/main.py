@@ -115,6 +115,7 @@ class LearnerProcess:
         )
         self.stop_event = threading.Event()
         self.sampler: PrefetchingSampler | None = None
+        self._info: pb.InfoResponse | None = None  # the latest replay Info
 
     # -- checkpoints ----------------------------------------------------------------
     def _restore(self) -> None:
@@ -280,7 +281,7 @@ class LearnerProcess:
 
     def _report(self, rates, stats) -> None:
         p = self.progress
-        info = getattr(self, "_info", None)
+        info = self._info
         recent = self.metrics.recent_return()
         last_eval = f"{p.evals[-1][3]:.1f}" if p.evals else "-"
         waiting = self.sampler.waiting_reason if self.sampler else ""

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from dqn import codec, rpc
+from dqn.interfaces import TRANSITION_COLUMNS
 from dqn.retry import Backoff, is_retryable
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 
 log = logging.getLogger("learner.sampler")
-COLUMNS = ("obs", "action", "reward", "next_obs", "terminated", "discount")
 _TORCH_DTYPES = {
     np.dtype(k): v
     for k, v in (
@@ -40,7 +40,7 @@ _TORCH_DTYPES = {
 def decode_sample(response: pb.SampleResponse, pin: bool = False) -> dict[str, torch.Tensor]:
     """Decode a SampleResponse into host tensors ``[K*B, ...]``."""
     out = {}
-    for name in COLUMNS:
+    for name in TRANSITION_COLUMNS:
         arr = codec.decode(getattr(response, name), name)
         t = torch.empty(arr.shape, dtype=_TORCH_DTYPES[arr.dtype], pin_memory=pin)
         t.numpy()[...] = arr

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from dqn.config import ConfigError
+from dqn.interfaces import TRANSITION_COLUMNS as COLUMNS
 from dqn.v1 import replay_pb2 as pb
 from replay_server.rate_limiter import RateLimiter
-from replay_server.storage import COLUMNS
 
 log = logging.getLogger("replay_server.checkpoint")
 FORMAT = 1

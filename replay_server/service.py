@@ -12,11 +12,12 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from dqn import codec
+from dqn.interfaces import TRANSITION_COLUMNS as COLUMNS
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from replay_server import checkpoint
 from replay_server.rate_limiter import RateLimiter
-from replay_server.storage import COLUMNS, RingStorage
+from replay_server.storage import RingStorage
 from replay_server.validation import BatchError, BatchSpec, validate_batch
 
 MAX_SAMPLE_TRANSITIONS = 1 << 20

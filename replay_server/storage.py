@@ -6,8 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-COLUMNS = ("obs", "action", "reward", "next_obs", "terminated", "discount")
-
 
 class RingStorage:
     """Fixed-capacity transition storage; the oldest transitions are overwritten.

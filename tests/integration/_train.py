@@ -15,18 +15,25 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def dqn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m dqn.cli ARGS``; the result also carries the process's ``pid``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(
+def start_dqn(
+    *args: str, env: dict | None = None, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+) -> subprocess.Popen:
+    """Start ``python -m dqn.cli ARGS`` in a session of its own, so that a test can end
+    it and everything it started as one process group."""
+    return subprocess.Popen(
         [sys.executable, "-m", "dqn.cli", *args],
         cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=stdout,
+        stderr=stderr,
         text=True,
-        start_new_session=True,  # so a timeout can end the whole process group
-    ) as proc:
+        start_new_session=True,
+    )
+
+
+def dqn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m dqn.cli ARGS``; the result also carries the process's ``pid``."""
+    with start_dqn(*args) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from replay_server import checkpoint
-from tests.integration._train import ROOT, dqn, processes_mentioning, ray_daemons_of, summary
+from tests.integration._train import dqn, processes_mentioning, ray_daemons_of, start_dqn, summary
 
 pytestmark = pytest.mark.integration
 
@@ -76,23 +75,15 @@ def _env_steps(run_dir) -> int:
 
 def test_actor_and_learner_killed(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dqn.cli",
-            "train",
-            "--run-dir",
-            str(run_dir),
-            "--max-seconds",
-            "300",
-            *ARGS,
-        ],
-        cwd=ROOT,
+    proc = start_dqn(
+        "train",
+        "--run-dir",
+        str(run_dir),
+        "--max-seconds",
+        "300",
+        *ARGS,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         # Learning is under way: an evaluation well above a random policy (~20).

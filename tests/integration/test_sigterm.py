@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 
 import grpc
@@ -15,41 +13,36 @@ from dqn import rpc
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
-from tests.integration._train import ROOT, summary
+from tests.integration._train import start_dqn, summary
 
 pytestmark = pytest.mark.integration
 
 
-def _start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dqn.cli", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def test_learner_sigterm_writes_outputs_and_drains_streams(tmp_path):
     token = "sigterm-test-token"
-    env = {**os.environ, "DQN_AUTH_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+    env = {"DQN_AUTH_TOKEN": token}
     common = ["--env", "Probe1-v0", "--run-dir", str(tmp_path / "run")]
     procs = []
     try:
-        replay = _start(["replay-server", *common, "--ready-file", str(tmp_path / "r")], env)
+        replay = start_dqn(
+            "replay-server",
+            *common,
+            "--ready-file",
+            str(tmp_path / "r"),
+            env=env,
+            stderr=subprocess.STDOUT,
+        )
         procs.append(replay)
         address = rpc.read_ready_file(tmp_path / "r", 60, lambda: replay.poll() is None)
-        learner = _start(
-            [
-                "learner",
-                *common,
-                "--replay-address",
-                address["address"],
-                "--ready-file",
-                str(tmp_path / "l"),
-            ],
-            env,
+        learner = start_dqn(
+            "learner",
+            *common,
+            "--replay-address",
+            address["address"],
+            "--ready-file",
+            str(tmp_path / "l"),
+            env=env,
+            stderr=subprocess.STDOUT,
         )
         procs.append(learner)
         weights = rpc.read_ready_file(tmp_path / "l", 60, lambda: learner.poll() is None)

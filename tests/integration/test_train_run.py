@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 import torch
 
-from tests.integration._train import ROOT, dqn, processes_mentioning, ray_daemons_of, summary
+from tests.integration._train import dqn, processes_mentioning, ray_daemons_of, start_dqn, summary
 
 pytestmark = pytest.mark.integration
 
@@ -129,24 +128,14 @@ def _assert_not_exposed(launcher_pid: int) -> None:
 
 def test_ctrl_c_stops_everything(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dqn.cli",
-            "train",
-            "--run-dir",
-            str(run_dir),
-            *FAST,
-            "--max-seconds",
-            "300",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
+    proc = start_dqn(
+        "train",
+        "--run-dir",
+        str(run_dir),
+        *FAST,
+        "--max-seconds",
+        "300",
         stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     lines = []
     deadline = time.monotonic() + 120

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from replay_server.storage import COLUMNS, RingStorage
+from dqn.interfaces import TRANSITION_COLUMNS as COLUMNS
+from replay_server.storage import RingStorage
 
 pytestmark = pytest.mark.unit
 
