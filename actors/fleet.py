@@ -89,8 +89,34 @@ class RayFleet:
             num_cpus=a.cpus_per_actor,
             max_restarts=a.max_restarts,
             max_task_retries=0,
+            scheduling_strategy="SPREAD" if a.placement == "spread" else "DEFAULT",
         )(_RayActor)
         self.handles: dict[int, ray.actor.ActorHandle] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.handles)
+
+    def cluster_cpus(self) -> float:
+        """CPUs of the live nodes: what ``autoscale`` divides among actors."""
+        return float(ray.cluster_resources().get("CPU", 0.0))
+
+    def states(self, timeout: float = 2.0) -> list[dict]:
+        """Each actor's ping, or ``alive: False`` if it is dead, restarting or unplaced."""
+        refs = {actor_id: h.ping.remote() for actor_id, h in self.handles.items()}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+        ready_set = set(ready)
+        out = []
+        for actor_id, ref in refs.items():
+            state = {"actor_id": actor_id, "alive": False, "node": "", "pid": 0}
+            if ref in ready_set:
+                with contextlib.suppress(Exception):  # died between ready and get
+                    state.update(ray.get(ref, timeout=0))
+            out.append(state)
+        return out
+
+    def supervise(self) -> None:
+        """Ray restarts failed actors itself (``max_restarts``); nothing to do here."""
 
     def resize(self, n: int) -> None:
         if n < 0:
@@ -124,7 +150,11 @@ def init_ray(address: str = "local", num_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address`` ('auto' = the one running here), or with
     'local' start a private single-node Ray on loopback that never joins another."""
     if address != "local":
-        ray.init(address=address, configure_logging=False)
+        # A cluster: ``ray start`` nodes (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 before
+        # importing this module, as deploy.fleet_driver does) or ``ray://head:10001``.
+        node_ip = os.environ.get("RAY_NODE_IP_ADDRESS")
+        kwargs = {"_node_ip_address": node_ip} if node_ip and "://" not in address else {}
+        ray.init(address=address, configure_logging=False, **kwargs)
         return
     ray.init(
         address="local",

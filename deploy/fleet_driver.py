@@ -1,16 +1,138 @@
-"""``dqn actors``: run a fleet against given replay and weight addresses."""
+"""``dqn actors``: run a fleet against given replay and weight addresses, resizable live.
+
+The driver holds the fleet (Ray actors placed across the cluster's workers, or plain
+processes) and reconciles it every second towards a target: a fixed count, or with
+``autoscale`` one actor per ``cpus_per_actor`` CPUs of the live nodes, so the fleet
+follows workers as they join (``docker compose up --scale ray-worker=K``) and leave.
+A small gRPC ``FleetService`` (``dqn actors scale N|auto``, ``dqn actors status``)
+changes the target while training runs; the learner and replay server are untouched.
+"""
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
+import os
 import signal
 import threading
+import time
 
+import grpc
+
+from dqn import rpc
 from dqn.config import Config
 from dqn.security import Security
+from dqn.v1 import fleet_pb2 as pb
+from dqn.v1 import fleet_pb2_grpc as pb_grpc
 
 log = logging.getLogger("deploy.fleet_driver")
+
+SERVICE_NAME = "dqn.v1.FleetService"
+MAX_ACTORS = 1024
+
+
+class FleetController:
+    """Target bookkeeping and reconciliation; the fleet does the work.
+
+    ``reconcile`` (the driver's loop, and every Scale request) converges the fleet and
+    refreshes a status snapshot; ``status`` answers from that snapshot at once, so a
+    probe never waits behind a slow resize or an unreachable node.
+    """
+
+    def __init__(self, fleet, config: Config, runner: str):
+        self.fleet = fleet
+        self.runner = runner
+        self.cpus_per_actor = config.actors.cpus_per_actor
+        self.auto = config.actors.autoscale
+        self.target = 0 if self.auto else config.actors.num_actors
+        self._lock = threading.Lock()  # one reconcile at a time
+        self._snapshot = pb.FleetStatus(target=self.target, auto=self.auto, runner=runner)
+
+    def scale(self, actors: int | None, auto: bool = False) -> None:
+        if not auto and (actors is None or not 0 <= actors <= MAX_ACTORS):
+            raise ValueError(f"actors: must be in [0, {MAX_ACTORS}], got {actors}")
+        log.info("scale request: %s", "auto" if auto else actors)
+        with self._lock:
+            self.auto = auto
+            if not auto:
+                self.target = actors
+            self._reconcile_locked()
+
+    def reconcile(self) -> None:
+        with self._lock:
+            self._reconcile_locked()
+
+    def _reconcile_locked(self) -> None:
+        cpus = self.fleet.cluster_cpus()
+        if self.auto:
+            target = min(int(cpus // self.cpus_per_actor + 1e-9), MAX_ACTORS)
+            if target != self.target:
+                log.info("autoscale: %g CPUs -> %d actors (was %d)", cpus, target, self.target)
+            self.target = target
+        if self.fleet.size != self.target:
+            self.fleet.resize(self.target)
+        self.fleet.supervise()
+        states = self.fleet.states(1.0)
+        self._snapshot = pb.FleetStatus(
+            target=self.target,
+            auto=self.auto,
+            actors=len(states),
+            alive=sum(st["alive"] for st in states),
+            cluster_cpus=cpus,
+            runner=self.runner,
+            actor=[
+                pb.ActorState(
+                    actor_id=st["actor_id"], alive=st["alive"], node=st["node"], pid=st["pid"]
+                )
+                for st in states
+            ],
+        )
+
+    def status(self) -> pb.FleetStatus:
+        return self._snapshot
+
+
+class FleetServicer(pb_grpc.FleetServiceServicer):
+    def __init__(self, controller: FleetController):
+        self.controller = controller
+
+    def Scale(self, request: pb.ScaleRequest, context: grpc.ServicerContext) -> pb.FleetStatus:
+        try:
+            self.controller.scale(request.actors, auto=request.auto)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return self.controller.status()
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.FleetStatus:
+        return self.controller.status()
+
+
+def serve_control(
+    controller: FleetController, config: Config, security: Security | None
+) -> tuple[grpc.Server, int]:
+    server = rpc.make_server(4, max_workers=4, security=security)
+    pb_grpc.add_FleetServiceServicer_to_server(FleetServicer(controller), server)
+    health = rpc.add_health(server, SERVICE_NAME)
+    port = rpc.bind(server, config.actors.control_host, config.actors.control_port, security)
+    server.start()
+    server._dqn_health = health  # keep a reference for graceful shutdown
+    return server, port
+
+
+def make_fleet(
+    config: Config, replay_address: str, weights_address: str, ray_address: str, security
+):
+    if config.actors.runner == "process":
+        from actors.process_fleet import ProcessFleet
+
+        return ProcessFleet(config, replay_address, weights_address, security)
+    if ray_address != "local":
+        # Joining a multi-node cluster: switch off the loopback-only local mode that
+        # actors.fleet sets by default, before Ray is first imported.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+    from actors.fleet import RayFleet, init_ray
+
+    init_ray(ray_address)
+    return RayFleet(config, replay_address, weights_address, security)
 
 
 def run_fleet(
@@ -19,42 +141,61 @@ def run_fleet(
     weights_address: str,
     ray_address: str = "local",
     security: Security | None = None,
+    ready_file: str | None = None,
+    reconcile_seconds: float = 1.0,
 ) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    n = config.actors.num_actors
-    if config.actors.runner == "process":
-        from actors.actor import run_actor_process
-
-        ctx = mp.get_context("spawn")
-        procs = [
-            ctx.Process(
-                target=run_actor_process,
-                args=(config, i, replay_address, weights_address, None, security),
-                daemon=False,
-            )
-            for i in range(n)
-        ]
-        for p in procs:
-            p.start()
-        log.info("%d actor processes started", n)
-        stop.wait()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join(10)
-        return 0
-
-    from actors.fleet import RayFleet, init_ray, shutdown_ray
-
-    init_ray(ray_address)
-    fleet = RayFleet(config, replay_address, weights_address, security)
-    fleet.start(n)
-    log.info("%d Ray actors started", n)
+    runner = config.actors.runner
+    fleet = make_fleet(config, replay_address, weights_address, ray_address, security)
+    controller = FleetController(fleet, config, runner)
+    server, port = serve_control(controller, config, security)
+    address = f"{config.actors.control_host}:{port}"
+    log.info(
+        "fleet control on %s; runner %s; target %s",
+        address,
+        runner,
+        f"auto (one actor per {config.actors.cpus_per_actor:g} CPUs)"
+        if controller.auto
+        else controller.target,
+    )
+    rpc.write_ready_file(ready_file, address=address, port=port, pid=os.getpid())
+    last_report = 0.0
     try:
-        stop.wait()
+        while not stop.is_set():
+            try:
+                controller.reconcile()
+            except Exception:  # a transient cluster error must not end the fleet
+                log.exception("reconcile failed; retrying")
+            if time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                st = controller.status()
+                log.info(
+                    "fleet: %d/%d actors alive (target %d, %.1f CPUs)",
+                    st.alive,
+                    st.actors,
+                    st.target,
+                    st.cluster_cpus,
+                )
+            stop.wait(reconcile_seconds)
     finally:
+        server._dqn_health.enter_graceful_shutdown()
+        server.stop(1.0).wait()
         fleet.stop()
-        shutdown_ray()
+        if runner != "process":
+            from actors.fleet import shutdown_ray
+
+            shutdown_ray()
     return 0
+
+
+def control(
+    address: str, actors: int | None, auto: bool, security: Security | None
+) -> pb.FleetStatus:
+    """Client side of ``dqn actors scale|status``."""
+    with rpc.channel(address, security=security) as ch:
+        stub = pb_grpc.FleetServiceStub(ch)
+        if actors is None and not auto:
+            return stub.Status(pb.StatusRequest(), timeout=30)
+        return stub.Scale(pb.ScaleRequest(actors=actors or 0, auto=auto), timeout=120)

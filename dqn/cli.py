@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -33,6 +34,12 @@ ALIASES = {
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
+
+
+def _address_flag(parser: argparse.ArgumentParser, flag: str, env: str, help: str) -> None:
+    """An address flag that falls back to an environment variable (compose sets those)."""
+    default = os.environ.get(env) or None
+    parser.add_argument(flag, default=default, required=default is None, help=f"{help} (env {env})")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -128,9 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sample from the replay server, train, publish weights on "
         "--learner.host:--learner.port, evaluate and checkpoint.",
     )
-    p.add_argument("--replay-address", required=True, help="host:port of the replay server")
+    _address_flag(p, "--replay-address", "DQN_REPLAY_ADDRESS", "host:port of the replay server")
     p.add_argument(
-        "--resume", action="store_true", help="continue from RUN_DIR/checkpoints/learner.pt"
+        "--resume",
+        nargs="?",
+        const="yes",
+        default="no",
+        choices=("yes", "auto", "no"),
+        help="continue from RUN_DIR/checkpoints/learner.pt ('auto': only if it exists, "
+        "as a restarted cluster learner wants)",
     )
     p.add_argument("--ready-file", default=None, help="write {address, port} here once serving")
     p.add_argument(
@@ -144,18 +157,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "actors",
         formatter_class=_HelpFormatter,
-        help="run the actor fleet (Ray actors or plain processes)",
-        description="Run --actors.num-actors actors that push to the replay "
-        "server and watch the learner's weights.",
+        help="run the actor fleet (Ray actors or plain processes); scale or inspect it",
+        description="Run --num-actors actors (or 'auto': one per --actors.cpus-per-actor CPUs "
+        "of the cluster, following workers as they join and leave) that push to the replay "
+        "server and watch the learner's weights. The fleet serves a control service on "
+        "--actors.control-host:--actors.control-port; while it runs:\n\n"
+        "  dqn actors scale N|auto --fleet-address HOST:PORT   resize the running fleet\n"
+        "  dqn actors status --fleet-address HOST:PORT         print its state",
     )
-    p.add_argument("--replay-address", required=True, help="host:port of the replay server")
-    p.add_argument("--weights-address", required=True, help="host:port of the weight service")
+    _address_flag(p, "--replay-address", "DQN_REPLAY_ADDRESS", "host:port of the replay server")
+    _address_flag(p, "--weights-address", "DQN_WEIGHTS_ADDRESS", "host:port of the weight service")
     p.add_argument(
         "--ray-address",
-        default="local",
-        help="Ray cluster to join ('local' starts a private one, 'auto' joins the running one)",
+        default=os.environ.get("DQN_RAY_ADDRESS") or "local",
+        help="Ray cluster to join: 'local' starts a private one, HOST:PORT joins the nodes "
+        "started with `ray start`, ray://HOST:10001 goes through Ray Client",
     )
+    p.add_argument("--ready-file", default=None, help="write {address, port} once serving")
     _add_config_flags(p)
+
+    p = sub.add_parser(
+        "health",
+        formatter_class=_HelpFormatter,
+        help="probe a gRPC service's health (exit 0 when SERVING); for container healthchecks",
+    )
+    p.add_argument("address", metavar="HOST:PORT")
+    p.add_argument("--service", default="", help="service name to ask about ('' = the server)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
 
     p = sub.add_parser(
         "evaluate",
@@ -170,7 +198,84 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fleet_control(argv: list[str]) -> int:
+    """``dqn actors scale N|auto`` and ``dqn actors status``."""
+    action = argv[0]
+    p = argparse.ArgumentParser(
+        prog=f"dqn actors {action}",
+        description="resize a running fleet" if action == "scale" else "print a fleet's state",
+    )
+    if action == "scale":
+        p.add_argument("size", metavar="N|auto", help="actor count, or 'auto' to follow CPUs")
+    _address_flag(p, "--fleet-address", "DQN_FLEET_ADDRESS", "host:port of `dqn actors`' control")
+    p.add_argument("--token-file", default=None, help="file with the RPC token")
+    p.add_argument("--json", action="store_true", help="print the state as JSON")
+    args = p.parse_args(argv[1:])
+    actors, auto = None, False
+    if action == "scale":
+        if args.size.lower() == "auto":
+            auto = True
+        else:
+            try:
+                actors = int(args.size)
+            except ValueError:
+                p.error(f"N|auto: expected a count or 'auto', got {args.size!r}")
+    import grpc
+    from google.protobuf import json_format
+
+    from deploy.fleet_driver import control
+
+    try:
+        sec = security_mod.load(config_mod.SecurityConfig(token_file=args.token_file))
+        status = control(args.fleet_address, actors, auto, sec)
+    except grpc.RpcError as exc:
+        print(f"dqn actors {action}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1
+    except security_mod.SecurityError as exc:
+        print(f"dqn actors {action}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json_format.MessageToJson(status, always_print_fields_with_no_presence=True))
+    else:
+        target = f"auto -> {status.target}" if status.auto else str(status.target)
+        print(
+            f"fleet ({status.runner}): {status.alive}/{status.actors} actors alive, target "
+            f"{target}, {status.cluster_cpus:g} CPUs"
+        )
+        for a in status.actor:
+            print(
+                f"  actor {a.actor_id}: {'alive' if a.alive else 'DOWN'} pid {a.pid} {a.node[:12]}"
+            )
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from dqn import rpc
+
+    try:
+        sec = security_mod.load(config_mod.SecurityConfig())
+    except security_mod.SecurityError:
+        sec = None
+    with rpc.channel(args.address, security=sec) as ch:
+        try:
+            reply = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(f"{args.address}: {exc.code().name}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address}: {name}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) >= 2 and argv[0] == "actors" and argv[1] in ("scale", "status"):
+        return _fleet_control(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO"),
@@ -190,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result['episodes']} greedy episodes"
                 )
             return 0
+        if args.command == "health":
+            return _health(args)
         config = load_config(args)
         if args.command == "train":
             from deploy.local import train
@@ -205,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             return serve(
                 config,
                 args.replay_address,
-                resume=args.resume,
+                resume={"yes": True, "auto": "auto", "no": False}[args.resume],
                 ready_file=args.ready_file,
                 start_time=args.start_time,
                 security=security_mod.load(config.security),
@@ -219,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.weights_address,
                 args.ray_address,
                 security_mod.load(config.security),
+                ready_file=args.ready_file,
             )
     except (config_mod.ConfigError, security_mod.SecurityError) as exc:
         print(f"dqn {args.command}: invalid configuration: {exc}", file=sys.stderr)

@@ -178,7 +178,9 @@ class ReplayConfig(_Section):
 @dataclass(frozen=True)
 class ActorConfig(_Section):
     _section: typing.ClassVar[str] = "actors"
-    num_actors: int = opt(2, "actor processes", ge=1, le=1024)
+    num_actors: int = opt(
+        2, "actors (Ray actors or processes); 'auto' sets autoscale", ge=1, le=1024
+    )
     envs_per_actor: int = opt(8, "gymnasium envs per actor, stepped as one vector env", ge=1)
     push_every: int = opt(64, "transitions per TransitionBatch sent to the replay server", ge=1)
     epsilon: str = opt(
@@ -198,6 +200,20 @@ class ActorConfig(_Section):
     max_restarts: int = opt(-1, "Ray restarts of a failed actor (-1 = forever)", ge=-1)
     runner: str = opt(
         "ray", "how actors run: 'ray' actors or plain 'process'es", choices=("ray", "process")
+    )
+    autoscale: bool = opt(
+        False,
+        "dqn actors: one actor per cpus_per_actor CPUs of the cluster, following nodes as "
+        "they join and leave (--num-actors auto sets it)",
+    )
+    placement: str = opt(
+        "spread",
+        "Ray placement: 'spread' actors across nodes or 'pack' them",
+        choices=("spread", "pack"),
+    )
+    control_host: str = opt("127.0.0.1", "dqn actors: address the fleet control service binds")
+    control_port: int = opt(
+        0, "dqn actors: port of the fleet control service; 0 picks a free one", ge=0, le=65535
     )
 
 
@@ -319,6 +335,11 @@ ENV_PREFIX = "DQN_"
 
 def build(values: dict[str, dict[str, Any]]) -> Config:
     """Build a validated Config from nested ``{section: {field: value}}``."""
+    actors = values.get("actors")
+    if isinstance(actors, dict) and str(actors.get("num_actors", "")).lower() == "auto":
+        # ``num_actors = "auto"`` (NUM_ACTORS=auto in compose) means: follow the cluster.
+        actors = {k: v for k, v in actors.items() if k != "num_actors"}
+        values = {**values, "actors": {**actors, "autoscale": True}}
     sections = {}
     for name, data in values.items():
         if name not in SECTIONS:

@@ -77,7 +77,7 @@ class LearnerProcess:
         config: Config,
         replay_address: str,
         *,
-        resume: bool = False,
+        resume: bool | str = False,
         start_time: float | None = None,
         num_actors: int | None = None,
         security: Security | None = None,
@@ -103,7 +103,9 @@ class LearnerProcess:
         self.progress = Progress()
         self.metrics = Metrics(self.run_dir)
         self.ckpt_path = self.run_dir / "checkpoints" / "learner.pt"
-        if resume:
+        # resume: True = the checkpoint must exist; "auto" = use it if there is one
+        # (a restarted cluster learner continues, a first start begins afresh).
+        if resume is True or (resume == "auto" and self.ckpt_path.exists()):
             self._restore()
         self.security = security
         self.weights = WeightServer(lc.host, lc.port, config.replay.max_message_mb, security)
@@ -359,7 +361,7 @@ def serve(
     config: Config,
     replay_address: str,
     *,
-    resume: bool = False,
+    resume: bool | str = False,
     ready_file: str | None = None,
     start_time: float | None = None,
     num_actors: int | None = None,
