@@ -126,9 +126,11 @@ def make_fleet(
 
         return ProcessFleet(config, replay_address, weights_address, security)
     if ray_address != "local":
-        # Joining a multi-node cluster: switch off the loopback-only local mode that
-        # actors.fleet sets by default, before Ray is first imported.
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+        # Joining a multi-node cluster: multi-node mode on (actors.fleet defaults to the
+        # loopback-only local mode) and the nodes' auth rule, before Ray is imported.
+        from deploy.ray_node import ray_env
+
+        os.environ.update(ray_env(dict(os.environ)))
     from actors.fleet import RayFleet, init_ray
 
     init_ray(ray_address)
