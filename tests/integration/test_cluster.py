@@ -277,3 +277,79 @@ def test_fleet_follows_workers_and_scales_while_training_goes_on(tmp_path):
         channel.close()
     finally:
         c.close()
+
+
+def test_process_fleet_scales_and_restarts_dead_actors(tmp_path):
+    """No Ray at all (the GPU machine's case): plain actor processes, same control."""
+    c = Cluster(tmp_path)
+    try:
+        replay = c.dqn("replay", "replay-server", "--ready-file", str(tmp_path / "replay.json"))
+        replay_addr = rpc.read_ready_file(tmp_path / "replay.json", 60, _alive(replay))["address"]
+        learner = c.dqn(
+            "learner",
+            "learner",
+            "--replay-address",
+            replay_addr,
+            "--ready-file",
+            str(tmp_path / "learner.json"),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--run.stop-when-solved",
+            "false",
+        )
+        weights_addr = rpc.read_ready_file(tmp_path / "learner.json", 60, _alive(learner))[
+            "address"
+        ]
+        c.dqn(
+            "actors",
+            "actors",
+            "--replay-address",
+            replay_addr,
+            "--weights-address",
+            weights_addr,
+            "--actors.runner",
+            "process",
+            "--num-actors",
+            "1",
+            "--actors.envs-per-actor",
+            "2",
+            "--ready-file",
+            str(tmp_path / "fleet.json"),
+        )
+        fleet_addr = rpc.read_ready_file(tmp_path / "fleet.json", 60, _alive(c.procs["actors"]))[
+            "address"
+        ]
+        channel = rpc.channel(replay_addr)
+        stub = pb_grpc.ReplayServiceStub(channel)
+        st = _fleet(fleet_addr, "scale", "2")
+        assert st["runner"] == "process" and st["target"] == 2 and st["actors"] == 2
+
+        def pushing() -> set[int]:
+            return {a.actor_id for a in _info(stub).actors if a.env_steps > 0}
+
+        _wait("both actors pushing", lambda: pushing() >= {0, 1}, 120, c)
+        st = _fleet(fleet_addr, "status")
+        victim = next(a for a in st["actor"] if a["actorId"] == 1)
+        os.kill(victim["pid"], signal.SIGKILL)
+        st = _wait(
+            "actor 1 restarted under a new pid",
+            lambda: (
+                (s := _fleet(fleet_addr, "status"))["alive"] == 2
+                and all(a["pid"] != victim["pid"] for a in s["actor"])
+                and s
+            ),
+            60,
+            c,
+        )
+        steps = {a.actor_id: a.env_steps for a in _info(stub).actors}
+        _wait(
+            "the restarted actor pushing again",
+            lambda: any(a.actor_id == 1 and a.env_steps != steps[1] for a in _info(stub).actors),
+            60,
+            c,
+        )
+        st = _fleet(fleet_addr, "scale", "0")
+        assert st["actors"] == 0
+        channel.close()
+    finally:
+        c.close()
