@@ -351,6 +351,13 @@ class LearnerProcess:
             "device": str(self.device),
             "seed": self.config.run.seed,
         }
+        if self.priority_sender is not None:
+            self.priority_sender.flush()
+            summary["priority_updates"] = {
+                "sent": self.priority_sender.sent,
+                "stale": self.priority_sender.stale,
+                "dropped": self.priority_sender.dropped,
+            }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.metrics.plot(
             self.run_dir / "learning_curve.png", f"DQN on {self.config.env.id}", self.threshold

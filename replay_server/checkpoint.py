@@ -4,7 +4,9 @@ The file is a NumPy ``.npz``: one array per storage column (its first ``size`` r
 the rest of the ring is empty) and a ``meta`` array holding a JSON string with
 everything small (cursor, size, counters, per-actor dedupe state, kept episodes,
 rate-limiter counters, and the capacity / obs shape / dtype / action count it was
-written for). Nothing is pickled; it is read with ``allow_pickle=False``.
+written for). A prioritized server adds its slots' weights and write keys
+(``priority_*`` arrays); a prioritized server restoring a file without them gives
+every stored transition weight 1. Nothing is pickled; it is read with ``allow_pickle=False``.
 
 Guarantees:
 
