@@ -89,9 +89,10 @@ class DQNUpdate:
         self.optimizer.step()
         self.updates += 1
         self._update_target()
-        # td_abs [B]: the new raw priorities of these rows (prioritized replay).
-        td_abs = (y - q).detach().abs()
-        return {"loss": loss.detach(), "q_mean": q.detach().mean(), "td_abs": td_abs}
+        stats = {"loss": loss.detach(), "q_mean": q.detach().mean()}
+        if "probability" in batch:  # td_abs [B]: the rows' new raw priorities
+            stats["td_abs"] = (y - q).detach().abs()
+        return stats
 
     @torch.no_grad()
     def _update_target(self) -> None:

@@ -352,7 +352,7 @@ class LearnerProcess:
             "seed": self.config.run.seed,
         }
         if self.priority_sender is not None:
-            self.priority_sender.flush()
+            self.priority_sender.close()  # sends the rest, so the counts are final
             summary["priority_updates"] = {
                 "sent": self.priority_sender.sent,
                 "stale": self.priority_sender.stale,

@@ -91,7 +91,9 @@ class PrioritySender:
                     self._closed.wait(backoff.next())
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is pending, then stop."""
+        """Send what is pending, then stop (the counters are final afterwards)."""
+        if self._closed.is_set():
+            return
         self.flush()
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)

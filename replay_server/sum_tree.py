@@ -43,8 +43,10 @@ class SegmentTree:
             return
         nodes = index + self.leaf0
         self.nodes[nodes] = values
+        nodes = np.sort(nodes)  # halving keeps it sorted: repeats are then neighbours
         for _ in range(self.depth):  # all leaves sit at the same depth
-            nodes = np.unique(nodes >> 1)
+            nodes >>= 1
+            nodes = nodes[np.concatenate(([True], nodes[1:] != nodes[:-1]))]
             self.nodes[nodes] = self.op(self.nodes[2 * nodes], self.nodes[2 * nodes + 1])
 
     def load(self, values: np.ndarray) -> None:
