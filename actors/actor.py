@@ -6,6 +6,7 @@ never blocks); it knows nothing of gRPC or Ray, so it also runs as a plain proce
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -17,6 +18,7 @@ import torch
 from actors import epsilon as schedules
 from actors.adder import TransitionAdder
 from actors.policy import epsilon_greedy
+from actors.priority import td_priorities
 from dqn.config import Config
 from dqn.envs import make_vector_env
 from dqn.networks import build_q_network
@@ -62,6 +64,11 @@ class Actor:
             push_every=a.push_every,
             policy_version=lambda: self.weights.version,
             epsilon=self.current_epsilon_mean,
+            priority_fn=(
+                functools.partial(td_priorities, self.net)
+                if config.replay.prioritized and a.initial_priorities
+                else None
+            ),
         )
 
     def epsilon(self) -> np.ndarray | float:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from dqn import codec
+from dqn.interfaces import TRANSITION_COLUMNS
 from dqn.v1 import replay_pb2 as pb
 
 
@@ -37,7 +38,10 @@ class TransitionAdder:
         push_every: int = 64,
         policy_version: Callable[[], int] = lambda: 0,
         epsilon: Callable[[], float] = lambda: 0.0,
+        priority_fn: Callable[..., np.ndarray] | None = None,
     ):
+        """``priority_fn(obs, action, reward, next_obs, terminated, discount) -> [N]``, when
+        given, fills each batch's ``priority`` column (prioritized replay)."""
         self.num_envs = num_envs
         self.writer = writer
         self.actor_id = actor_id
@@ -47,6 +51,7 @@ class TransitionAdder:
         self.push_every = int(push_every)
         self.policy_version = policy_version
         self.epsilon = epsilon
+        self.priority_fn = priority_fn
         self.sequence = 0
         self.env_steps = 0
         self._obs: np.ndarray | None = None
@@ -132,10 +137,16 @@ class TransitionAdder:
             episodes=self._episodes,
         )
         self._episodes = []
-        codec.encode(np.stack(obs).astype(np.float32, copy=False), batch.obs)
-        codec.encode(np.asarray(action, dtype=np.int64), batch.action)
-        codec.encode(np.asarray(reward, dtype=np.float32), batch.reward)
-        codec.encode(np.stack(next_obs).astype(np.float32, copy=False), batch.next_obs)
-        codec.encode(np.asarray(term, dtype=np.bool_), batch.terminated)
-        codec.encode(np.asarray(disc, dtype=np.float32), batch.discount)
+        cols = (
+            np.stack(obs).astype(np.float32, copy=False),
+            np.asarray(action, dtype=np.int64),
+            np.asarray(reward, dtype=np.float32),
+            np.stack(next_obs).astype(np.float32, copy=False),
+            np.asarray(term, dtype=np.bool_),
+            np.asarray(disc, dtype=np.float32),
+        )
+        for name, array in zip(TRANSITION_COLUMNS, cols, strict=True):
+            codec.encode(array, getattr(batch, name))
+        if self.priority_fn is not None:
+            codec.encode(np.asarray(self.priority_fn(*cols), np.float32), batch.priority)
         self.writer.write(batch)

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from dqn import config as config_mod
+from dqn import presets
 from dqn import security as security_mod
 
 # Short spellings for the flags people type most.
@@ -49,6 +50,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="TOML or JSON config file ({section: {field: value}})",
     )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        choices=tuple(presets.PRESETS),
+        help="named settings applied first; the file, environment and flags override "
+        "them (see 'presets' at the end)",
+    )
+    parser.epilog = presets.describe()
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -91,7 +100,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def load_config(args: argparse.Namespace) -> config_mod.Config:
-    return config_mod.load(args.config, _overrides(args))
+    return config_mod.load(args.config, _overrides(args), preset=args.preset)
 
 
 def build_parser() -> argparse.ArgumentParser:

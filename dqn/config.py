@@ -167,6 +167,15 @@ class ReplayConfig(_Section):
         optional=True,
     )
     checkpoint_every_seconds: float = opt(10.0, "seconds between replay checkpoints", gt=0)
+    prioritized: bool = opt(
+        False, "prioritized replay: sample in proportion to (|TD| + eps) ** alpha (sum tree)"
+    )
+    priority_alpha: float = opt(
+        0.6, "prioritized: exponent alpha (0 = uniform); applied by the server only", ge=0
+    )
+    priority_eps: float = opt(
+        1e-3, "prioritized: added to |TD| so no transition gets probability 0", gt=0
+    )
 
     def check(self) -> None:
         if self.min_size > self.capacity:
@@ -215,6 +224,11 @@ class ActorConfig(_Section):
     control_port: int = opt(
         0, "dqn actors: port of the fleet control service; 0 picks a free one", ge=0, le=65535
     )
+    initial_priorities: bool = opt(
+        True,
+        "prioritized replay: actors send |n-step TD| of each transition from their local "
+        "network (Ape-X); false = the server gives new transitions the largest priority",
+    )
 
 
 @dataclass(frozen=True)
@@ -245,6 +259,12 @@ class LearnerConfig(_Section):
         ge=0,
     )
     threads: int = opt(1, "torch CPU threads of the learner", ge=1)
+    priority_beta0: float = opt(
+        0.4, "prioritized: importance-sampling exponent beta at the first update", ge=0, le=1
+    )
+    priority_beta_steps: int = opt(
+        10_000, "prioritized: updates over which beta rises linearly to 1", ge=1
+    )
     host: str = opt("127.0.0.1", "address the weight service binds")
     port: int = opt(0, "port the weight service binds; 0 picks a free one", ge=0, le=65535)
 
@@ -398,9 +418,12 @@ def load(
     file: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     environ: typing.Mapping[str, str] | None = None,
+    preset: str | None = None,
 ) -> Config:
-    """Defaults < file < environment < overrides (command-line flags)."""
-    layers = []
+    """Defaults < preset < file < environment < overrides (command-line flags)."""
+    from dqn import presets
+
+    layers = [presets.values(preset)]
     if file:
         layers.append(read_file(file))
     layers.append(from_environ(os.environ if environ is None else environ))

@@ -32,6 +32,22 @@ def td_targets(
     return reward + discount * (~terminated).to(reward.dtype) * next_v
 
 
+def beta_at(updates: int, beta0: float, beta_steps: int) -> float:
+    """Importance-sampling exponent: linear from ``beta0`` at update 0 to 1 at ``beta_steps``."""
+    return beta0 + (1.0 - beta0) * min(updates / beta_steps, 1.0)
+
+
+def importance_weights(
+    probability: torch.Tensor, min_probability: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """``w_i = (N P(i)) ** -beta / max_j (N P(j)) ** -beta = (P_min / P(i)) ** beta``, ``[B]``.
+
+    ``P_min`` is the smallest probability over the stored transitions, so ``w <= 1``
+    and the buffer size ``N`` cancels out.
+    """
+    return (min_probability / probability) ** beta
+
+
 class DQNUpdate:
     """Owns the online and target networks and the optimizer; ``step(batch)`` updates once."""
 
@@ -60,7 +76,12 @@ class DQNUpdate:
                 reward, terminated, discount, next_q_online, next_q_target, self.cfg.double_dqn
             )  # [B]
         q = self.online(obs).gather(1, action.unsqueeze(1)).squeeze(1)  # [B]
-        loss = F.huber_loss(q, y, delta=self.cfg.huber_delta)
+        if "probability" in batch:  # prioritized replay: correct the sampling bias
+            beta = beta_at(self.updates, self.cfg.priority_beta0, self.cfg.priority_beta_steps)
+            w = importance_weights(batch["probability"], batch["min_probability"], beta)  # [B]
+            loss = (w * F.huber_loss(q, y, delta=self.cfg.huber_delta, reduction="none")).mean()
+        else:
+            loss = F.huber_loss(q, y, delta=self.cfg.huber_delta)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -68,7 +89,10 @@ class DQNUpdate:
         self.optimizer.step()
         self.updates += 1
         self._update_target()
-        return {"loss": loss.detach(), "q_mean": q.detach().mean()}
+        stats = {"loss": loss.detach(), "q_mean": q.detach().mean()}
+        if "probability" in batch:  # td_abs [B]: the rows' new raw priorities
+            stats["td_abs"] = (y - q).detach().abs()
+        return stats
 
     @torch.no_grad()
     def _update_target(self) -> None:

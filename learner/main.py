@@ -32,6 +32,7 @@ from learner import checkpoint
 from learner.dqn import DQNUpdate
 from learner.evaluation import Evaluator
 from learner.metrics import Metrics
+from learner.priority_sender import PrioritySender
 from learner.sampler import PrefetchingSampler
 from learner.weight_service import WeightServer
 
@@ -117,6 +118,7 @@ class LearnerProcess:
         )
         self.stop_event = threading.Event()
         self.sampler: PrefetchingSampler | None = None
+        self.priority_sender: PrioritySender | None = None  # prioritized replay only
         self._info: pb.InfoResponse | None = None  # the latest replay Info
 
     # -- checkpoints ----------------------------------------------------------------
@@ -177,6 +179,13 @@ class LearnerProcess:
             learner_version=lambda: self.weights.publisher.version,
             security=self.security,
         )
+        if cfg.replay.prioritized:
+            self.priority_sender = PrioritySender(
+                self.replay_address,
+                flush_every=lc.batches_per_call,
+                max_message_mb=cfg.replay.max_message_mb,
+                security=self.security,
+            )
         last_progress = last_ckpt = last_info = time.monotonic()
         rate_t0, rate_updates, rate_steps = (
             time.monotonic(),
@@ -190,6 +199,8 @@ class LearnerProcess:
             batch = self.sampler.next(timeout=0.05)
             if batch is not None:
                 stats = self.dqn.step(batch)
+                if self.priority_sender is not None:
+                    self.priority_sender.add(batch["index"], batch["key"], stats["td_abs"])
                 u = self.dqn.updates
                 if u % lc.publish_every == 0:
                     self._publish()
@@ -342,6 +353,13 @@ class LearnerProcess:
             "device": str(self.device),
             "seed": self.config.run.seed,
         }
+        if self.priority_sender is not None:
+            self.priority_sender.close()  # sends the rest, so the counts are final
+            summary["priority_updates"] = {
+                "sent": self.priority_sender.sent,
+                "stale": self.priority_sender.stale,
+                "dropped": self.priority_sender.dropped,
+            }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.metrics.plot(
             self.run_dir / "learning_curve.png", f"DQN on {self.config.env.id}", self.threshold
@@ -351,6 +369,8 @@ class LearnerProcess:
     def close(self) -> None:
         if self.sampler is not None:
             self.sampler.close()
+        if self.priority_sender is not None:
+            self.priority_sender.close()
         self.weights.stop()
         self._channel.close()
         self.evaluator.close()

@@ -37,12 +37,28 @@ _TORCH_DTYPES = {
 }
 
 
+# Prioritized replay: columns that stay on the host (they only go back to the server).
+HOST_COLUMNS = ("index", "key")
+
+
 def decode_sample(response: pb.SampleResponse, pin: bool = False) -> dict[str, torch.Tensor]:
-    """Decode a SampleResponse into host tensors ``[K*B, ...]``."""
+    """Decode a SampleResponse into host tensors ``[K*B, ...]``.
+
+    From a prioritized server also ``index`` and ``key`` (int64, for UpdatePriorities),
+    ``probability`` and ``min_probability`` (float32, for importance weights).
+    """
+    arrays = {name: codec.decode(getattr(response, name), name) for name in TRANSITION_COLUMNS}
+    if response.HasField("index"):
+        prob = codec.decode(response.probability, "probability")
+        arrays["probability"] = prob.astype(np.float32)
+        arrays["min_probability"] = np.full(len(prob), response.min_probability, np.float32)
+        for name in HOST_COLUMNS:
+            arrays[name] = codec.decode(getattr(response, name), name)
     out = {}
-    for name in TRANSITION_COLUMNS:
-        arr = codec.decode(getattr(response, name), name)
-        t = torch.empty(arr.shape, dtype=_TORCH_DTYPES[arr.dtype], pin_memory=pin)
+    for name, arr in arrays.items():
+        t = torch.empty(
+            arr.shape, dtype=_TORCH_DTYPES[arr.dtype], pin_memory=pin and name not in HOST_COLUMNS
+        )
         t.numpy()[...] = arr
         out[name] = t
     return out
@@ -119,7 +135,10 @@ class PrefetchingSampler:
                 return None
             if isinstance(item, BaseException):
                 raise item
-            self._current = {k: v.to(self.device, non_blocking=True) for k, v in item.items()}
+            self._current = {
+                k: v if k in HOST_COLUMNS else v.to(self.device, non_blocking=True)
+                for k, v in item.items()
+            }
             self._index = 0
         b, k = self.batch_size, self._index
         self._index += 1

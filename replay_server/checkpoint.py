@@ -4,7 +4,9 @@ The file is a NumPy ``.npz``: one array per storage column (its first ``size`` r
 the rest of the ring is empty) and a ``meta`` array holding a JSON string with
 everything small (cursor, size, counters, per-actor dedupe state, kept episodes,
 rate-limiter counters, and the capacity / obs shape / dtype / action count it was
-written for). Nothing is pickled; it is read with ``allow_pickle=False``.
+written for). A prioritized server adds its slots' weights and write keys
+(``priority_*`` arrays); a prioritized server restoring a file without them gives
+every stored transition weight 1. Nothing is pickled; it is read with ``allow_pickle=False``.
 
 Guarantees:
 
@@ -37,6 +39,12 @@ from replay_server.rate_limiter import RateLimiter
 log = logging.getLogger("replay_server.checkpoint")
 FORMAT = 1
 _EPISODE_FIELDS = ("actor_id", "episode_return", "length", "truncated")
+PRIORITY_ARRAYS = (
+    "priority_weight",
+    "priority_key",
+    "priority_next_key",
+    "priority_max_weight",
+)
 
 
 class CheckpointError(ConfigError):
@@ -58,6 +66,10 @@ class ReplayState:
     actors: dict[int, dict]  # actor_id -> dedupe/bookkeeping fields
     episodes: list[tuple[int, pb.Episode]] = field(default_factory=list)
     limiter: dict = field(default_factory=dict)
+    # Prioritized replay (see Priorities.state): weights and keys of the first ``size``
+    # slots; None when the server sampled uniformly (a prioritized server restoring
+    # such a file gives every stored transition weight 1).
+    priorities: dict[str, np.ndarray] | None = None
 
     def full_columns(self) -> dict[str, np.ndarray]:
         """The columns padded with zero rows to ``capacity`` (what RingStorage holds)."""
@@ -138,7 +150,12 @@ def save(path: str | os.PathLike, state: ReplayState) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(_meta(state))), **state.columns)
+            np.savez(
+                f,
+                meta=np.array(json.dumps(_meta(state))),
+                **state.columns,
+                **(state.priorities or {}),
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -154,9 +171,16 @@ def load(path: str | os.PathLike) -> ReplayState:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             columns = {name: data[name] for name in COLUMNS}
+            priorities = (
+                {name: data[name] for name in PRIORITY_ARRAYS}
+                if PRIORITY_ARRAYS[0] in data.files
+                else None
+            )
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, this server reads {FORMAT}")
-        return _from_meta(meta, columns)
+        state = _from_meta(meta, columns)
+        state.priorities = priorities
+        return state
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"replay.checkpoint_path: cannot read {path}: {exc}") from None
 
@@ -179,6 +203,12 @@ def check_compatible(
             f"(checkpoint != running server): {'; '.join(diffs)}"
         )
     bad = [n for n, rows in state.columns.items() if len(rows) != state.size]
+    if state.priorities is not None:
+        bad += [
+            n
+            for n in PRIORITY_ARRAYS[:2]
+            if len(state.priorities[n]) != state.size or not np.isfinite(state.priorities[n]).all()
+        ]
     if bad or not 0 <= state.cursor < max(capacity, 1) or state.size > capacity:
         raise CheckpointError(
             f"replay.checkpoint_path: {path} is inconsistent: size {state.size}, cursor "

@@ -16,6 +16,7 @@ from dqn.envs import env_spec
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from replay_server import checkpoint
+from replay_server.priorities import Priorities
 from replay_server.rate_limiter import RateLimiter
 from replay_server.service import ReplayServicer
 from replay_server.storage import RingStorage
@@ -46,6 +47,9 @@ def add_replay_service(servicer: ReplayServicer, server: grpc.Server) -> None:
         ),
         "Info": grpc.unary_unary_rpc_method_handler(
             servicer.Info, raw, pb.InfoResponse.SerializeToString
+        ),
+        "UpdatePriorities": grpc.unary_unary_rpc_method_handler(
+            servicer.UpdatePriorities, raw, pb.UpdatePrioritiesResponse.SerializeToString
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
@@ -81,6 +85,9 @@ class ReplayServer:
             limiter,
             np.random.default_rng(config.run.seed + 7919),
             max_waiting_pushers=RPC_THREADS // 2,
+            priorities=(
+                Priorities(r.capacity, r.priority_alpha, r.priority_eps) if r.prioritized else None
+            ),
         )
         self._security = security
         self._server = rpc.make_server(r.max_message_mb, RPC_THREADS, security)

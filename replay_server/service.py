@@ -16,9 +16,15 @@ from dqn.interfaces import TRANSITION_COLUMNS as COLUMNS
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from replay_server import checkpoint
+from replay_server.priorities import Priorities
 from replay_server.rate_limiter import RateLimiter
 from replay_server.storage import RingStorage
-from replay_server.validation import BatchError, BatchSpec, validate_batch
+from replay_server.validation import (
+    BatchError,
+    BatchSpec,
+    validate_batch,
+    validate_priority_update,
+)
 
 MAX_SAMPLE_TRANSITIONS = 1 << 20
 EPISODES_KEPT = 10_000
@@ -44,8 +50,10 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         limiter: RateLimiter,
         rng: np.random.Generator,
         max_waiting_pushers: int = 16,
+        priorities: Priorities | None = None,
     ):
         self.storage = storage
+        self.priorities = priorities  # None: uniform replay, and no PER cost anywhere
         self.spec = spec
         self.limiter = limiter
         self.rng = rng
@@ -63,6 +71,8 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             maxlen=EPISODES_KEPT
         )
         self.episodes_total = 0
+        self.priority_updates = 0
+        self.stale_priority_updates = 0
 
     def stop(self) -> None:
         """Wake every waiting call so the server can shut down."""
@@ -92,6 +102,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 actors={k: asdict(a) for k, a in self.actors.items()},
                 episodes=list(self.episodes),
                 limiter=checkpoint.limiter_state(self.limiter),
+                priorities=self.priorities.state(s.size) if self.priorities else None,
             )
 
     def restore(self, state: checkpoint.ReplayState, path: str = "") -> None:
@@ -109,6 +120,8 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             self.episodes.clear()
             self.episodes.extend(state.episodes)
             checkpoint.load_limiter_state(self.limiter, state.limiter)
+            if self.priorities is not None:
+                self.priorities.load_state(state.priorities, state.size)
             self.cond.notify_all()
 
     # -- Push ---------------------------------------------------------------------
@@ -140,7 +153,10 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                     self.duplicates += 1
                     duplicates += 1
                     continue
-                self.storage.add(columns)
+                slots = self.storage.add(columns)
+                if self.priorities is not None:
+                    raw = columns.get("priority")
+                    self.priorities.on_insert(slots, None if raw is None else raw[-len(slots) :])
                 self.limiter.record_insert(self.storage.size, n)
                 self.inserted += n
                 actor.last_sequence = batch.sequence
@@ -187,7 +203,10 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                     batch_size=b,
                     reason=self.limiter.why_not_sample(self.storage.size, total),
                 )
-            idx = self.rng.integers(0, self.storage.size, size=total)
+            if self.priorities is None:
+                idx = self.rng.integers(0, self.storage.size, size=total)
+            else:
+                idx, keys, prob, min_prob = self.priorities.sample(b, k, self.rng)
             columns = self.storage.gather(idx)
             self.limiter.record_sample(total)
             self.sampled += total
@@ -195,7 +214,30 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         response = pb.SampleResponse(num_batches=k, batch_size=b)
         for name in COLUMNS:
             codec.encode(columns[name], getattr(response, name))
+        if self.priorities is not None:
+            codec.encode(idx.astype(np.int64, copy=False), response.index)
+            codec.encode(keys, response.key)
+            codec.encode(prob, response.probability)
+            response.min_probability = min_prob
         return response
+
+    # -- UpdatePriorities ---------------------------------------------------------
+    def UpdatePriorities(self, request, context):
+        request = self._parse(pb.UpdatePrioritiesRequest, request, context)
+        if self.priorities is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "replay.prioritized: this replay server samples uniformly",
+            )
+        try:
+            index, key, priority = validate_priority_update(request, self.storage.capacity)
+        except BatchError as exc:
+            self._reject(context, exc.code, exc.message)
+        with self.cond:
+            stale = self.priorities.update(index, key, priority)
+            self.priority_updates += len(index) - stale
+            self.stale_priority_updates += stale
+        return pb.UpdatePrioritiesResponse(updated=len(index) - stale, stale=stale)
 
     # -- Info ---------------------------------------------------------------------
     def Info(self, request, context):
@@ -214,6 +256,8 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 obs_bytes=self.storage.nbytes,
                 num_actions=self.spec.n_actions,
                 obs_shape=self.spec.obs_shape,
+                priority_updates=self.priority_updates,
+                stale_priority_updates=self.stale_priority_updates,
             )
             lags = []
             for actor_id, a in sorted(self.actors.items()):

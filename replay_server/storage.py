@@ -35,12 +35,17 @@ class RingStorage:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.columns.values())
 
-    def add(self, batch: dict[str, np.ndarray]) -> None:
-        """Append ``n`` transitions (columns of equal leading size), wrapping around."""
+    def add(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Append ``n`` transitions (columns of equal leading size), wrapping around.
+
+        Returns the slots written ``[n]`` (fewer when ``n > capacity``: only the newest
+        ``capacity`` transitions are kept, and their slots are returned).
+        """
         n = len(batch["action"])
         if n > self.capacity:  # only the newest `capacity` survive
             batch = {k: v[-self.capacity :] for k, v in batch.items()}
             n = self.capacity
+        slots = (self.cursor + np.arange(n)) % self.capacity
         first = min(n, self.capacity - self.cursor)
         for name, col in self.columns.items():
             src = batch[name]
@@ -49,6 +54,7 @@ class RingStorage:
                 col[: n - first] = src[first:]
         self.cursor = (self.cursor + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
+        return slots
 
     def gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {name: col[idx] for name, col in self.columns.items()}

@@ -103,8 +103,55 @@ def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.n
     discount = out["discount"]
     if ((discount < 0) | (discount > 1)).any():
         raise _invalid("batch.discount: values must lie in [0, 1]")
+    if batch.HasField("priority"):
+        out["priority"] = _priorities(batch.priority, "batch.priority", n)
     _check_bookkeeping(batch)
     return out
+
+
+def _column(tensor: pb.Tensor, field: str, dtype) -> np.ndarray:
+    try:
+        arr = codec.decode(tensor, field)
+    except codec.CodecError as exc:
+        raise _invalid(str(exc)) from None
+    if arr.dtype != np.dtype(dtype):
+        raise _invalid(
+            f"{field}: dtype {codec.dtype_name(tensor.dtype)}, expected "
+            f"{codec.proto_dtype_name(dtype)}"
+        )
+    if arr.ndim != 1:
+        raise _invalid(f"{field}: shape {list(arr.shape)}, expected [N]")
+    return arr
+
+
+def _priorities(tensor: pb.Tensor, field: str, n: int) -> np.ndarray:
+    """A raw priority column ``[n]`` float32: finite and >= 0."""
+    arr = _column(tensor, field, np.float32)
+    if len(arr) != n:
+        raise _invalid(f"{field}: {len(arr)} rows, expected {n}")
+    if not np.isfinite(arr).all():
+        raise _invalid(f"{field}: contains NaN or infinite values")
+    if (arr < 0).any():
+        raise _invalid(f"{field}: priorities must be >= 0, got {float(arr.min())}")
+    return arr
+
+
+def validate_priority_update(
+    request: pb.UpdatePrioritiesRequest, capacity: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode and check an UpdatePrioritiesRequest: ``(index, key, priority)``, ``[M]`` each."""
+    for name in ("index", "key", "priority"):
+        if not request.HasField(name):
+            raise _invalid(f"{name}: missing")
+    index = _column(request.index, "index", np.int64)
+    key = _column(request.key, "key", np.int64)
+    if len(key) != len(index):
+        raise _invalid(f"key: {len(key)} rows, but index has {len(index)}")
+    priority = _priorities(request.priority, "priority", len(index))
+    bad = (index < 0) | (index >= capacity)
+    if bad.any():
+        raise _invalid(f"index: value {int(index[bad][0])} out of range [0, {capacity})")
+    return index, key, priority
 
 
 def _check_bookkeeping(batch: pb.TransitionBatch) -> None:

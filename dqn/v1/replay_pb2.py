@@ -24,45 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64qn/v1/replay.proto\x12\x06\x64qn.v1\"C\n\x06Tensor\x12\x1c\n\x05\x64type\x18\x01 \x01(\x0e\x32\r.dqn.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xf4\x02\n\x0fTransitionBatch\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\r\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x04\x12\x1b\n\x03obs\x18\x04 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1e\n\x06\x61\x63tion\x18\x05 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1e\n\x06reward\x18\x06 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08next_obs\x18\x07 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\"\n\nterminated\x18\x08 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08\x64iscount\x18\t \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12!\n\x08\x65pisodes\x18\n \x03(\x0b\x32\x0f.dqn.v1.Episode\x12\x0f\n\x07\x65psilon\x18\x0b \x01(\x02\x12\x17\n\x0f\x61\x63tor_env_steps\x18\x0c \x01(\x04\x12\x13\n\x0bincarnation\x18\r \x01(\x04\"V\n\x07\x45pisode\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\r\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"5\n\x0bPushRequest\x12&\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x17.dqn.v1.TransitionBatch\"a\n\x0cPushResponse\x12\x18\n\x10\x61\x63\x63\x65pted_batches\x18\x01 \x01(\x04\x12\x1c\n\x14\x61\x63\x63\x65pted_transitions\x18\x02 \x01(\x04\x12\x19\n\x11\x64uplicate_batches\x18\x03 \x01(\x04\"e\n\rSampleRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\x13\n\x0bnum_batches\x18\x02 \x01(\r\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12\x17\n\x0flearner_version\x18\x04 \x01(\x04\"\x8e\x02\n\x0eSampleResponse\x12\x13\n\x0bnum_batches\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x1b\n\x03obs\x18\x03 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1e\n\x06\x61\x63tion\x18\x04 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1e\n\x06reward\x18\x05 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08next_obs\x18\x06 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\"\n\nterminated\x18\x07 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08\x64iscount\x18\x08 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x0e\n\x06reason\x18\t \x01(\t\"%\n\x0bInfoRequest\x12\x16\n\x0e\x65pisodes_after\x18\x01 \x01(\x04\"p\n\tActorInfo\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\r\x12\x15\n\rlast_sequence\x18\x02 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x04\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x02\x12\x11\n\tenv_steps\x18\x05 \x01(\x04\"\xfb\x02\n\x0cInfoResponse\x12\x10\n\x08\x63\x61pacity\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x10\n\x08inserted\x18\x03 \x01(\x04\x12\x0f\n\x07sampled\x18\x04 \x01(\x04\x12\x18\n\x10rejected_batches\x18\x05 \x01(\x04\x12\x19\n\x11\x64uplicate_batches\x18\x06 \x01(\x04\x12\x11\n\tenv_steps\x18\x07 \x01(\x04\x12!\n\x06\x61\x63tors\x18\x08 \x03(\x0b\x32\x11.dqn.v1.ActorInfo\x12\x12\n\npolicy_lag\x18\t \x01(\x01\x12!\n\x08\x65pisodes\x18\n \x03(\x0b\x32\x0f.dqn.v1.Episode\x12\x17\n\x0f\x65pisodes_cursor\x18\x0b \x01(\x04\x12\x16\n\x0e\x65pisodes_total\x18\x0c \x01(\x04\x12\x1a\n\x12samples_per_insert\x18\r \x01(\x01\x12\x11\n\tobs_bytes\x18\x0e \x01(\x04\x12\x13\n\x0bnum_actions\x18\x0f \x01(\x05\x12\x11\n\tobs_shape\x18\x10 \x03(\x03\"c\n\x07Weights\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.dqn.v1.NamedTensor\x12\x0f\n\x07updates\x18\x03 \x01(\x04\x12\x11\n\tenv_steps\x18\x04 \x01(\x04\";\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x06tensor\x18\x02 \x01(\x0b\x32\x0e.dqn.v1.Tensor\",\n\x13WatchWeightsRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x04\"\x13\n\x11GetWeightsRequest*\x87\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44TYPE_INT32\x10\x03\x12\x0f\n\x0b\x44TYPE_INT64\x10\x04\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x05\x12\x0e\n\nDTYPE_BOOL\x10\x06\x32\xb0\x01\n\rReplayService\x12\x33\n\x04Push\x12\x13.dqn.v1.PushRequest\x1a\x14.dqn.v1.PushResponse(\x01\x12\x37\n\x06Sample\x12\x15.dqn.v1.SampleRequest\x1a\x16.dqn.v1.SampleResponse\x12\x31\n\x04Info\x12\x13.dqn.v1.InfoRequest\x1a\x14.dqn.v1.InfoResponse2\x89\x01\n\rWeightService\x12>\n\x0cWatchWeights\x12\x1b.dqn.v1.WatchWeightsRequest\x1a\x0f.dqn.v1.Weights0\x01\x12\x38\n\nGetWeights\x12\x19.dqn.v1.GetWeightsRequest\x1a\x0f.dqn.v1.Weightsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x64qn/v1/replay.proto\x12\x06\x64qn.v1\"C\n\x06Tensor\x12\x1c\n\x05\x64type\x18\x01 \x01(\x0e\x32\r.dqn.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x96\x03\n\x0fTransitionBatch\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\r\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x04\x12\x1b\n\x03obs\x18\x04 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1e\n\x06\x61\x63tion\x18\x05 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1e\n\x06reward\x18\x06 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08next_obs\x18\x07 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\"\n\nterminated\x18\x08 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08\x64iscount\x18\t \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12!\n\x08\x65pisodes\x18\n \x03(\x0b\x32\x0f.dqn.v1.Episode\x12\x0f\n\x07\x65psilon\x18\x0b \x01(\x02\x12\x17\n\x0f\x61\x63tor_env_steps\x18\x0c \x01(\x04\x12\x13\n\x0bincarnation\x18\r \x01(\x04\x12 \n\x08priority\x18\x0e \x01(\x0b\x32\x0e.dqn.v1.Tensor\"V\n\x07\x45pisode\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\r\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"5\n\x0bPushRequest\x12&\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x17.dqn.v1.TransitionBatch\"a\n\x0cPushResponse\x12\x18\n\x10\x61\x63\x63\x65pted_batches\x18\x01 \x01(\x04\x12\x1c\n\x14\x61\x63\x63\x65pted_transitions\x18\x02 \x01(\x04\x12\x19\n\x11\x64uplicate_batches\x18\x03 \x01(\x04\"e\n\rSampleRequest\x12\x12\n\nbatch_size\x18\x01 \x01(\r\x12\x13\n\x0bnum_batches\x18\x02 \x01(\r\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\x12\x17\n\x0flearner_version\x18\x04 \x01(\x04\"\x88\x03\n\x0eSampleResponse\x12\x13\n\x0bnum_batches\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x1b\n\x03obs\x18\x03 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1e\n\x06\x61\x63tion\x18\x04 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1e\n\x06reward\x18\x05 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08next_obs\x18\x06 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\"\n\nterminated\x18\x07 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08\x64iscount\x18\x08 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x1d\n\x05index\x18\n \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1b\n\x03key\x18\x0b \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12#\n\x0bprobability\x18\x0c \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x17\n\x0fmin_probability\x18\r \x01(\x01\"w\n\x17UpdatePrioritiesRequest\x12\x1d\n\x05index\x18\x01 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12\x1b\n\x03key\x18\x02 \x01(\x0b\x32\x0e.dqn.v1.Tensor\x12 \n\x08priority\x18\x03 \x01(\x0b\x32\x0e.dqn.v1.Tensor\":\n\x18UpdatePrioritiesResponse\x12\x0f\n\x07updated\x18\x01 \x01(\x04\x12\r\n\x05stale\x18\x02 \x01(\x04\"%\n\x0bInfoRequest\x12\x16\n\x0e\x65pisodes_after\x18\x01 \x01(\x04\"p\n\tActorInfo\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\r\x12\x15\n\rlast_sequence\x18\x02 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x04\x12\x0f\n\x07\x65psilon\x18\x04 \x01(\x02\x12\x11\n\tenv_steps\x18\x05 \x01(\x04\"\xb5\x03\n\x0cInfoResponse\x12\x10\n\x08\x63\x61pacity\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x10\n\x08inserted\x18\x03 \x01(\x04\x12\x0f\n\x07sampled\x18\x04 \x01(\x04\x12\x18\n\x10rejected_batches\x18\x05 \x01(\x04\x12\x19\n\x11\x64uplicate_batches\x18\x06 \x01(\x04\x12\x11\n\tenv_steps\x18\x07 \x01(\x04\x12!\n\x06\x61\x63tors\x18\x08 \x03(\x0b\x32\x11.dqn.v1.ActorInfo\x12\x12\n\npolicy_lag\x18\t \x01(\x01\x12!\n\x08\x65pisodes\x18\n \x03(\x0b\x32\x0f.dqn.v1.Episode\x12\x17\n\x0f\x65pisodes_cursor\x18\x0b \x01(\x04\x12\x16\n\x0e\x65pisodes_total\x18\x0c \x01(\x04\x12\x1a\n\x12samples_per_insert\x18\r \x01(\x01\x12\x11\n\tobs_bytes\x18\x0e \x01(\x04\x12\x13\n\x0bnum_actions\x18\x0f \x01(\x05\x12\x11\n\tobs_shape\x18\x10 \x03(\x03\x12\x18\n\x10priority_updates\x18\x11 \x01(\x04\x12\x1e\n\x16stale_priority_updates\x18\x12 \x01(\x04\"c\n\x07Weights\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.dqn.v1.NamedTensor\x12\x0f\n\x07updates\x18\x03 \x01(\x04\x12\x11\n\tenv_steps\x18\x04 \x01(\x04\";\n\x0bNamedTensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1e\n\x06tensor\x18\x02 \x01(\x0b\x32\x0e.dqn.v1.Tensor\",\n\x13WatchWeightsRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x04\"\x13\n\x11GetWeightsRequest*\x87\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44TYPE_INT32\x10\x03\x12\x0f\n\x0b\x44TYPE_INT64\x10\x04\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x05\x12\x0e\n\nDTYPE_BOOL\x10\x06\x32\x87\x02\n\rReplayService\x12\x33\n\x04Push\x12\x13.dqn.v1.PushRequest\x1a\x14.dqn.v1.PushResponse(\x01\x12\x37\n\x06Sample\x12\x15.dqn.v1.SampleRequest\x1a\x16.dqn.v1.SampleResponse\x12\x31\n\x04Info\x12\x13.dqn.v1.InfoRequest\x1a\x14.dqn.v1.InfoResponse\x12U\n\x10UpdatePriorities\x12\x1f.dqn.v1.UpdatePrioritiesRequest\x1a .dqn.v1.UpdatePrioritiesResponse2\x89\x01\n\rWeightService\x12>\n\x0cWatchWeights\x12\x1b.dqn.v1.WatchWeightsRequest\x1a\x0f.dqn.v1.Weights0\x01\x12\x38\n\nGetWeights\x12\x19.dqn.v1.GetWeightsRequest\x1a\x0f.dqn.v1.Weightsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dqn.v1.replay_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=1858
-  _globals['_DTYPE']._serialized_end=1993
+  _globals['_DTYPE']._serialized_start=2253
+  _globals['_DTYPE']._serialized_end=2388
   _globals['_TENSOR']._serialized_start=31
   _globals['_TENSOR']._serialized_end=98
   _globals['_TRANSITIONBATCH']._serialized_start=101
-  _globals['_TRANSITIONBATCH']._serialized_end=473
-  _globals['_EPISODE']._serialized_start=475
-  _globals['_EPISODE']._serialized_end=561
-  _globals['_PUSHREQUEST']._serialized_start=563
-  _globals['_PUSHREQUEST']._serialized_end=616
-  _globals['_PUSHRESPONSE']._serialized_start=618
-  _globals['_PUSHRESPONSE']._serialized_end=715
-  _globals['_SAMPLEREQUEST']._serialized_start=717
-  _globals['_SAMPLEREQUEST']._serialized_end=818
-  _globals['_SAMPLERESPONSE']._serialized_start=821
-  _globals['_SAMPLERESPONSE']._serialized_end=1091
-  _globals['_INFOREQUEST']._serialized_start=1093
-  _globals['_INFOREQUEST']._serialized_end=1130
-  _globals['_ACTORINFO']._serialized_start=1132
-  _globals['_ACTORINFO']._serialized_end=1244
-  _globals['_INFORESPONSE']._serialized_start=1247
-  _globals['_INFORESPONSE']._serialized_end=1626
-  _globals['_WEIGHTS']._serialized_start=1628
-  _globals['_WEIGHTS']._serialized_end=1727
-  _globals['_NAMEDTENSOR']._serialized_start=1729
-  _globals['_NAMEDTENSOR']._serialized_end=1788
-  _globals['_WATCHWEIGHTSREQUEST']._serialized_start=1790
-  _globals['_WATCHWEIGHTSREQUEST']._serialized_end=1834
-  _globals['_GETWEIGHTSREQUEST']._serialized_start=1836
-  _globals['_GETWEIGHTSREQUEST']._serialized_end=1855
-  _globals['_REPLAYSERVICE']._serialized_start=1996
-  _globals['_REPLAYSERVICE']._serialized_end=2172
-  _globals['_WEIGHTSERVICE']._serialized_start=2175
-  _globals['_WEIGHTSERVICE']._serialized_end=2312
+  _globals['_TRANSITIONBATCH']._serialized_end=507
+  _globals['_EPISODE']._serialized_start=509
+  _globals['_EPISODE']._serialized_end=595
+  _globals['_PUSHREQUEST']._serialized_start=597
+  _globals['_PUSHREQUEST']._serialized_end=650
+  _globals['_PUSHRESPONSE']._serialized_start=652
+  _globals['_PUSHRESPONSE']._serialized_end=749
+  _globals['_SAMPLEREQUEST']._serialized_start=751
+  _globals['_SAMPLEREQUEST']._serialized_end=852
+  _globals['_SAMPLERESPONSE']._serialized_start=855
+  _globals['_SAMPLERESPONSE']._serialized_end=1247
+  _globals['_UPDATEPRIORITIESREQUEST']._serialized_start=1249
+  _globals['_UPDATEPRIORITIESREQUEST']._serialized_end=1368
+  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_start=1370
+  _globals['_UPDATEPRIORITIESRESPONSE']._serialized_end=1428
+  _globals['_INFOREQUEST']._serialized_start=1430
+  _globals['_INFOREQUEST']._serialized_end=1467
+  _globals['_ACTORINFO']._serialized_start=1469
+  _globals['_ACTORINFO']._serialized_end=1581
+  _globals['_INFORESPONSE']._serialized_start=1584
+  _globals['_INFORESPONSE']._serialized_end=2021
+  _globals['_WEIGHTS']._serialized_start=2023
+  _globals['_WEIGHTS']._serialized_end=2122
+  _globals['_NAMEDTENSOR']._serialized_start=2124
+  _globals['_NAMEDTENSOR']._serialized_end=2183
+  _globals['_WATCHWEIGHTSREQUEST']._serialized_start=2185
+  _globals['_WATCHWEIGHTSREQUEST']._serialized_end=2229
+  _globals['_GETWEIGHTSREQUEST']._serialized_start=2231
+  _globals['_GETWEIGHTSREQUEST']._serialized_end=2250
+  _globals['_REPLAYSERVICE']._serialized_start=2391
+  _globals['_REPLAYSERVICE']._serialized_end=2654
+  _globals['_WEIGHTSERVICE']._serialized_start=2657
+  _globals['_WEIGHTSERVICE']._serialized_end=2794
 # @@protoc_insertion_point(module_scope)

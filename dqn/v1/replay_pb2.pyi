@@ -35,7 +35,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TransitionBatch(_message.Message):
-    __slots__ = ("actor_id", "sequence", "policy_version", "obs", "action", "reward", "next_obs", "terminated", "discount", "episodes", "epsilon", "actor_env_steps", "incarnation")
+    __slots__ = ("actor_id", "sequence", "policy_version", "obs", "action", "reward", "next_obs", "terminated", "discount", "episodes", "epsilon", "actor_env_steps", "incarnation", "priority")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class TransitionBatch(_message.Message):
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     actor_id: int
     sequence: int
     policy_version: int
@@ -62,7 +63,8 @@ class TransitionBatch(_message.Message):
     epsilon: float
     actor_env_steps: int
     incarnation: int
-    def __init__(self, actor_id: _Optional[int] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., obs: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., next_obs: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., discount: _Optional[_Union[Tensor, _Mapping]] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., epsilon: _Optional[float] = ..., actor_env_steps: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
+    priority: Tensor
+    def __init__(self, actor_id: _Optional[int] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., obs: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., next_obs: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., discount: _Optional[_Union[Tensor, _Mapping]] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., epsilon: _Optional[float] = ..., actor_env_steps: _Optional[int] = ..., incarnation: _Optional[int] = ..., priority: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class Episode(_message.Message):
     __slots__ = ("actor_id", "episode_return", "length", "truncated")
@@ -105,7 +107,7 @@ class SampleRequest(_message.Message):
     def __init__(self, batch_size: _Optional[int] = ..., num_batches: _Optional[int] = ..., timeout_ms: _Optional[int] = ..., learner_version: _Optional[int] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
-    __slots__ = ("num_batches", "batch_size", "obs", "action", "reward", "next_obs", "terminated", "discount", "reason")
+    __slots__ = ("num_batches", "batch_size", "obs", "action", "reward", "next_obs", "terminated", "discount", "reason", "index", "key", "probability", "min_probability")
     NUM_BATCHES_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     OBS_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +117,10 @@ class SampleResponse(_message.Message):
     TERMINATED_FIELD_NUMBER: _ClassVar[int]
     DISCOUNT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    MIN_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     num_batches: int
     batch_size: int
     obs: Tensor
@@ -124,7 +130,29 @@ class SampleResponse(_message.Message):
     terminated: Tensor
     discount: Tensor
     reason: str
-    def __init__(self, num_batches: _Optional[int] = ..., batch_size: _Optional[int] = ..., obs: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., next_obs: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., discount: _Optional[_Union[Tensor, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    index: Tensor
+    key: Tensor
+    probability: Tensor
+    min_probability: float
+    def __init__(self, num_batches: _Optional[int] = ..., batch_size: _Optional[int] = ..., obs: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., next_obs: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., discount: _Optional[_Union[Tensor, _Mapping]] = ..., reason: _Optional[str] = ..., index: _Optional[_Union[Tensor, _Mapping]] = ..., key: _Optional[_Union[Tensor, _Mapping]] = ..., probability: _Optional[_Union[Tensor, _Mapping]] = ..., min_probability: _Optional[float] = ...) -> None: ...
+
+class UpdatePrioritiesRequest(_message.Message):
+    __slots__ = ("index", "key", "priority")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    index: Tensor
+    key: Tensor
+    priority: Tensor
+    def __init__(self, index: _Optional[_Union[Tensor, _Mapping]] = ..., key: _Optional[_Union[Tensor, _Mapping]] = ..., priority: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class UpdatePrioritiesResponse(_message.Message):
+    __slots__ = ("updated", "stale")
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    stale: int
+    def __init__(self, updated: _Optional[int] = ..., stale: _Optional[int] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ("episodes_after",)
@@ -147,7 +175,7 @@ class ActorInfo(_message.Message):
     def __init__(self, actor_id: _Optional[int] = ..., last_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., epsilon: _Optional[float] = ..., env_steps: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("capacity", "size", "inserted", "sampled", "rejected_batches", "duplicate_batches", "env_steps", "actors", "policy_lag", "episodes", "episodes_cursor", "episodes_total", "samples_per_insert", "obs_bytes", "num_actions", "obs_shape")
+    __slots__ = ("capacity", "size", "inserted", "sampled", "rejected_batches", "duplicate_batches", "env_steps", "actors", "policy_lag", "episodes", "episodes_cursor", "episodes_total", "samples_per_insert", "obs_bytes", "num_actions", "obs_shape", "priority_updates", "stale_priority_updates")
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     INSERTED_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +192,8 @@ class InfoResponse(_message.Message):
     OBS_BYTES_FIELD_NUMBER: _ClassVar[int]
     NUM_ACTIONS_FIELD_NUMBER: _ClassVar[int]
     OBS_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    STALE_PRIORITY_UPDATES_FIELD_NUMBER: _ClassVar[int]
     capacity: int
     size: int
     inserted: int
@@ -180,7 +210,9 @@ class InfoResponse(_message.Message):
     obs_bytes: int
     num_actions: int
     obs_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, capacity: _Optional[int] = ..., size: _Optional[int] = ..., inserted: _Optional[int] = ..., sampled: _Optional[int] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., env_steps: _Optional[int] = ..., actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ..., policy_lag: _Optional[float] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., episodes_cursor: _Optional[int] = ..., episodes_total: _Optional[int] = ..., samples_per_insert: _Optional[float] = ..., obs_bytes: _Optional[int] = ..., num_actions: _Optional[int] = ..., obs_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    priority_updates: int
+    stale_priority_updates: int
+    def __init__(self, capacity: _Optional[int] = ..., size: _Optional[int] = ..., inserted: _Optional[int] = ..., sampled: _Optional[int] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., env_steps: _Optional[int] = ..., actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ..., policy_lag: _Optional[float] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., episodes_cursor: _Optional[int] = ..., episodes_total: _Optional[int] = ..., samples_per_insert: _Optional[float] = ..., obs_bytes: _Optional[int] = ..., num_actions: _Optional[int] = ..., obs_shape: _Optional[_Iterable[int]] = ..., priority_updates: _Optional[int] = ..., stale_priority_updates: _Optional[int] = ...) -> None: ...
 
 class Weights(_message.Message):
     __slots__ = ("version", "params", "updates", "env_steps")

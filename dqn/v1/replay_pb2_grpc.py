@@ -51,6 +51,11 @@ class ReplayServiceStub:
                 request_serializer=dqn_dot_v1_dot_replay__pb2.InfoRequest.SerializeToString,
                 response_deserializer=dqn_dot_v1_dot_replay__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.UpdatePriorities = channel.unary_unary(
+                '/dqn.v1.ReplayService/UpdatePriorities',
+                request_serializer=dqn_dot_v1_dot_replay__pb2.UpdatePrioritiesRequest.SerializeToString,
+                response_deserializer=dqn_dot_v1_dot_replay__pb2.UpdatePrioritiesResponse.FromString,
+                _registered_method=True)
 
 
 class ReplayServiceServicer:
@@ -70,7 +75,8 @@ class ReplayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Sample(self, request, context):
-        """Uniformly sample `num_batches` batches of `batch_size` transitions, after the
+        """Sample `num_batches` batches of `batch_size` transitions (uniformly, or in
+        proportion to priority on a prioritized server, stratified per batch), after the
         buffer holds its minimum size and within the samples-per-insert band; waits up
         to `timeout_ms` for that, then answers with zero batches and a reason.
         """
@@ -80,6 +86,17 @@ class ReplayServiceServicer:
 
     def Info(self, request, context):
         """Counters, per-actor state and recently finished episodes. Never blocks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePriorities(self, request, context):
+        """Set the priorities of sampled rows (prioritized server only, else
+        FAILED_PRECONDITION). The whole request is validated first: a bad column ends
+        the call with INVALID_ARGUMENT naming it and changes nothing. Rows whose slot was
+        overwritten since sampling (key mismatch) are skipped and counted as stale.
+        Safe to retry: applying the same priorities twice gives the same state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +119,11 @@ def add_ReplayServiceServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=dqn_dot_v1_dot_replay__pb2.InfoRequest.FromString,
                     response_serializer=dqn_dot_v1_dot_replay__pb2.InfoResponse.SerializeToString,
+            ),
+            'UpdatePriorities': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePriorities,
+                    request_deserializer=dqn_dot_v1_dot_replay__pb2.UpdatePrioritiesRequest.FromString,
+                    response_serializer=dqn_dot_v1_dot_replay__pb2.UpdatePrioritiesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -187,6 +209,33 @@ class ReplayService:
             '/dqn.v1.ReplayService/Info',
             dqn_dot_v1_dot_replay__pb2.InfoRequest.SerializeToString,
             dqn_dot_v1_dot_replay__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePriorities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dqn.v1.ReplayService/UpdatePriorities',
+            dqn_dot_v1_dot_replay__pb2.UpdatePrioritiesRequest.SerializeToString,
+            dqn_dot_v1_dot_replay__pb2.UpdatePrioritiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -490,3 +490,31 @@ def test_real_probe_env_n_step():
         [([0.0], 0, 0.5, [1.0], True, 0.25)] * 9 + [([1.0], 0, 1.0, [1.0], True, 0.5)] * 9
     )
     assert writer.episodes() == [(1.0, 2, False)] * 9
+
+
+# -- prioritized replay: initial priorities in the batch ---------------------------------
+def test_priority_fn_fills_the_priority_column_of_each_batch():
+    seen = []
+
+    def priority_fn(obs, action, reward, next_obs, terminated, discount):
+        seen.append((obs.shape, action.tolist(), terminated.tolist(), discount.tolist()))
+        return reward * 10.0  # any per-row function of the columns
+
+    adder, writer = make(n_step=2, gamma=0.5, push_every=2, priority_fn=priority_fn)
+    adder.observe_first(o(0.0))
+    step(adder, [1], [1.0], o(1.0), [False], [False])
+    step(adder, [0], [2.0], o(2.0), [False], [False])
+    step(adder, [1], [4.0], o(3.0), [True], [False])
+    adder.flush()
+    prios = [codec.decode(b.priority, "priority").tolist() for b in writer.batches]
+    # 2-step rows: 1 + .5*2 = 2 (boot), 2 + .5*4 = 4 (term), 4 (term, 1 step)
+    assert prios == [[20.0, 40.0], [40.0]]
+    assert seen[0] == ((2, 1), [1, 0], [False, True], [0.25, 0.25])
+
+
+def test_no_priority_column_without_priority_fn():
+    adder, writer = make()
+    adder.observe_first(o(0.0))
+    step(adder, [1], [1.0], o(1.0), [True], [False])
+    adder.flush()
+    assert not writer.batches[0].HasField("priority")
