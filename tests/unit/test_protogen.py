@@ -16,7 +16,11 @@ CHECKED_IN = Path(protogen.ROOT) / "dqn" / "v1"
 def test_generated_code_is_current(tmp_path):
     generated = protogen.generate(tmp_path)
     names = sorted(p.name for p in generated)
-    assert names == ["replay_pb2.py", "replay_pb2.pyi", "replay_pb2_grpc.py"]
+    assert names == [
+        f"{proto}{suffix}"
+        for proto in ("fleet", "replay")
+        for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+    ]
     checked_in = sorted(p.name for p in CHECKED_IN.glob("*_pb2*.py*"))
     assert checked_in == names, "stale or missing stub files in dqn/v1"
     for path in generated:
@@ -27,4 +31,7 @@ def test_generated_code_is_current(tmp_path):
 
 def test_proto_sources_found():
     files = protogen.proto_files()
-    assert [p.relative_to(protogen.PROTO_DIR).as_posix() for p in files] == ["dqn/v1/replay.proto"]
+    assert [p.relative_to(protogen.PROTO_DIR).as_posix() for p in files] == [
+        "dqn/v1/fleet.proto",
+        "dqn/v1/replay.proto",
+    ]
