@@ -38,7 +38,13 @@ def make_server(
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
         interceptors=server_interceptors(security),
-        options=[*channel_options(max_message_mb), ("grpc.so_reuseport", 0)],
+        options=[
+            *channel_options(max_message_mb),
+            ("grpc.so_reuseport", 0),
+            # Accept the clients' 20 s keepalive pings even on idle channels; the default
+            # (one per 5 min) answers them with GOAWAY "too_many_pings".
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ],
         maximum_concurrent_rpcs=max_workers * 4,
     )
 
