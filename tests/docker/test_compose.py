@@ -119,6 +119,7 @@ def _wait(what: str, predicate, timeout: float, compose: Compose):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{compose.logs()}")
 
 
+@pytest.mark.timeout(1800)  # the image build alone can take minutes on 2 busy cores
 def test_compose_cluster_trains_scales_and_recovers():
     _need("engine")
     t0 = time.monotonic()
