@@ -18,7 +18,7 @@ from actors import epsilon as schedules
 from actors.adder import TransitionAdder
 from actors.policy import epsilon_greedy
 from dqn.config import Config
-from dqn.envs import make_vector_env
+from dqn.envs import make_vector_env, wire_dtype
 from dqn.networks import build_q_network
 from dqn.security import Security
 
@@ -62,6 +62,7 @@ class Actor:
             push_every=a.push_every,
             policy_version=lambda: self.weights.version,
             epsilon=self.current_epsilon_mean,
+            obs_dtype=wire_dtype(self.env.single_observation_space),
         )
 
     def epsilon(self) -> np.ndarray | float:

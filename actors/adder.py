@@ -37,6 +37,7 @@ class TransitionAdder:
         push_every: int = 64,
         policy_version: Callable[[], int] = lambda: 0,
         epsilon: Callable[[], float] = lambda: 0.0,
+        obs_dtype=np.float32,
     ):
         self.num_envs = num_envs
         self.writer = writer
@@ -47,6 +48,7 @@ class TransitionAdder:
         self.push_every = int(push_every)
         self.policy_version = policy_version
         self.epsilon = epsilon
+        self.obs_dtype = np.dtype(obs_dtype)  # on the wire: float32, or uint8 for images
         self.sequence = 0
         self.env_steps = 0
         self._obs: np.ndarray | None = None
@@ -132,10 +134,10 @@ class TransitionAdder:
             episodes=self._episodes,
         )
         self._episodes = []
-        codec.encode(np.stack(obs).astype(np.float32, copy=False), batch.obs)
+        codec.encode(np.stack(obs).astype(self.obs_dtype, copy=False), batch.obs)
         codec.encode(np.asarray(action, dtype=np.int64), batch.action)
         codec.encode(np.asarray(reward, dtype=np.float32), batch.reward)
-        codec.encode(np.stack(next_obs).astype(np.float32, copy=False), batch.next_obs)
+        codec.encode(np.stack(next_obs).astype(self.obs_dtype, copy=False), batch.next_obs)
         codec.encode(np.asarray(term, dtype=np.bool_), batch.terminated)
         codec.encode(np.asarray(disc, dtype=np.float32), batch.discount)
         self.writer.write(batch)
