@@ -30,7 +30,6 @@ import os
 
 import gymnasium as gym
 import numpy as np
-import pygame
 from gymnasium import spaces
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
@@ -65,6 +64,8 @@ def preprocess(rgb: np.ndarray, cart_x: float) -> np.ndarray:
 
 def render_rgb(cartpole: CartPoleEnv) -> np.ndarray:
     """CartPole's rgb_array frame ``[400, 600, 3]`` uint8, read row-major from its surface."""
+    import pygame  # imported by CartPole's render too; only pixel envs need it
+
     cartpole.render()
     surface = cartpole.screen
     if not isinstance(surface, pygame.Surface):
