@@ -11,6 +11,7 @@ random actions, then Double-DQN updates/s of the conv Q-network of
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -35,6 +36,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless, as PixelCartPole sets it
     from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
     from dqn.config import LearnerConfig, NetworkConfig
