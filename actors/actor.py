@@ -20,7 +20,7 @@ from actors.adder import TransitionAdder
 from actors.policy import epsilon_greedy
 from actors.priority import td_priorities
 from dqn.config import Config
-from dqn.envs import make_vector_env
+from dqn.envs import make_vector_env, wire_dtype
 from dqn.networks import build_q_network
 from dqn.security import Security
 
@@ -69,6 +69,7 @@ class Actor:
                 if config.replay.prioritized and a.initial_priorities
                 else None
             ),
+            obs_dtype=wire_dtype(self.env.single_observation_space),
         )
 
     def epsilon(self) -> np.ndarray | float:

@@ -39,6 +39,7 @@ class TransitionAdder:
         policy_version: Callable[[], int] = lambda: 0,
         epsilon: Callable[[], float] = lambda: 0.0,
         priority_fn: Callable[..., np.ndarray] | None = None,
+        obs_dtype=np.float32,
     ):
         """``priority_fn(obs, action, reward, next_obs, terminated, discount) -> [N]``, when
         given, fills each batch's ``priority`` column (prioritized replay)."""
@@ -52,6 +53,7 @@ class TransitionAdder:
         self.policy_version = policy_version
         self.epsilon = epsilon
         self.priority_fn = priority_fn
+        self.obs_dtype = np.dtype(obs_dtype)  # on the wire: float32, or uint8 for images
         self.sequence = 0
         self.env_steps = 0
         self._obs: np.ndarray | None = None
@@ -138,10 +140,10 @@ class TransitionAdder:
         )
         self._episodes = []
         cols = (
-            np.stack(obs).astype(np.float32, copy=False),
+            np.stack(obs).astype(self.obs_dtype, copy=False),
             np.asarray(action, dtype=np.int64),
             np.asarray(reward, dtype=np.float32),
-            np.stack(next_obs).astype(np.float32, copy=False),
+            np.stack(next_obs).astype(self.obs_dtype, copy=False),
             np.asarray(term, dtype=np.bool_),
             np.asarray(disc, dtype=np.float32),
         )

@@ -111,14 +111,22 @@ def register_probes() -> None:
             gym.register(env_id, entry_point=cls, max_episode_steps=10, reward_threshold=threshold)
 
 
-def make_env(env_id: str, **kwargs) -> gym.Env:
+def register_envs() -> None:
+    """Register this project's env ids: the probes and ``PixelCartPole-v1``."""
+    from dqn.pixels import register_pixels  # imports gymnasium's classic-control CartPole
+
     register_probes()
+    register_pixels()
+
+
+def make_env(env_id: str, **kwargs) -> gym.Env:
+    register_envs()
     return gym.make(env_id, **kwargs)
 
 
 def make_vector_env(env_id: str, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
     """A SyncVectorEnv in gymnasium's NEXT_STEP autoreset mode (checked)."""
-    register_probes()
+    register_envs()
     env = gym.vector.SyncVectorEnv(
         [lambda: gym.make(env_id) for _ in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
@@ -126,6 +134,21 @@ def make_vector_env(env_id: str, num_envs: int, seed: int | None = None) -> gym.
     if seed is not None:
         env.action_space.seed(seed)
     return env
+
+
+def wire_dtype(space: spaces.Space) -> np.dtype:
+    """The dtype observations travel, are stored and are sampled in: uint8 for uint8
+    observations (images: 4x smaller than float32), float32 for anything else."""
+    return np.dtype(np.uint8) if space.dtype == np.uint8 else np.dtype(np.float32)
+
+
+def env_obs_dtype(env_id: str) -> np.dtype:
+    """:func:`wire_dtype` of ``env_id``'s observation space."""
+    env = make_env(env_id)
+    try:
+        return wire_dtype(env.observation_space)
+    finally:
+        env.close()
 
 
 def env_spec(env_id: str) -> tuple[tuple[int, ...], int, float | None]:

@@ -1,4 +1,8 @@
-"""The Q-network shared by actors (CPU copy), learner and the exported policy."""
+"""The Q-networks shared by actors (CPU copy), learner and the exported policy.
+
+:func:`build_q_network` picks :class:`ConvQNetwork` for image observations
+(``[C, H, W]``, rank 3) and the MLP :class:`QNetwork` for anything else.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,43 @@ class QNetwork(nn.Module):
         return self.value(z) + adv - adv.mean(dim=1, keepdim=True)
 
 
-def build_q_network(obs_shape: Sequence[int], n_actions: int, cfg: NetworkConfig) -> QNetwork:
+class ConvQNetwork(nn.Module):
+    """Conv Q-network for images: ``[B, C, H, W]`` pixel values 0..255 (uint8, or float
+    holding the same values) -> Q-values ``[B, n_actions]``.
+
+    Pixels are scaled by 1/255 inside, so uint8 frames travel and are stored as they
+    are and become float only on the device that runs the net. Torso (small, so a
+    CPU learner keeps up): convolutions 4x4/2 (16 channels), 4x4/2 (32), 3x3/2 (32)
+    with ReLU, about 1.9M multiply-adds for a [2, 40, 80] input; then the MLP of
+    ``hidden`` sizes and the (optionally dueling) head of :class:`QNetwork`.
+    """
+
+    def __init__(
+        self, obs_shape: Sequence[int], n_actions: int, hidden: Sequence[int], dueling: bool = False
+    ):
+        super().__init__()
+        c, h, w = (int(d) for d in obs_shape)
+        self.torso = nn.Sequential(
+            nn.Conv2d(c, 16, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.torso(torch.zeros(1, c, h, w)).shape[1]
+        self.mlp = QNetwork(flat, n_actions, hidden, dueling)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.torso(obs.to(torch.float32) * (1.0 / 255.0)))
+
+
+def build_q_network(obs_shape: Sequence[int], n_actions: int, cfg: NetworkConfig) -> nn.Module:
+    """A ConvQNetwork for image observations ``[C, H, W]``, else an MLP QNetwork."""
+    if len(obs_shape) == 3:
+        return ConvQNetwork(obs_shape, n_actions, cfg.hidden, cfg.dueling)
     obs_dim = 1
     for d in obs_shape:
         obs_dim *= int(d)

@@ -48,7 +48,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def export_policy(net: torch.nn.Module, obs_shape, path: Path) -> None:
-    """TorchScript policy: float32 ``[B, *obs_shape]`` -> Q-values ``[B, n_actions]``."""
+    """TorchScript policy: float32 ``[B, *obs_shape]`` -> Q-values ``[B, n_actions]``
+    (image observations: pixel values 0..255, uint8 or float32)."""
     import copy
 
     cpu_net = copy.deepcopy(net).to("cpu").eval()
@@ -320,6 +321,7 @@ class LearnerProcess:
             **({"loss": loss, "q_mean": float(stats["q_mean"])} if stats else {}),
             policy_lag=info.policy_lag if info else 0.0,
             replay_size=info.size if info else 0,
+            replay_bytes=info.obs_bytes if info else 0,
             samples_per_insert=info.samples_per_insert if info else 0.0,
             recent_return=recent if recent is not None else 0.0,
         )
@@ -351,6 +353,7 @@ class LearnerProcess:
             "actors": self.num_actors,
             "envs_per_actor": self.config.actors.envs_per_actor,
             "device": str(self.device),
+            "replay_bytes": self._info.obs_bytes if self._info is not None else 0,
             "seed": self.config.run.seed,
         }
         if self.priority_sender is not None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from dqn import rpc
 from dqn.config import Config
-from dqn.envs import env_spec
+from dqn.envs import env_obs_dtype, env_spec
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from replay_server import checkpoint
@@ -64,13 +64,16 @@ class ReplayServer:
         obs_shape=None,
         n_actions: int | None = None,
         security: Security | None = None,
+        obs_dtype=None,
     ):
         r = config.replay
         if obs_shape is None or n_actions is None:
             obs_shape, n_actions, _ = env_spec(config.env.id)
+            obs_dtype = env_obs_dtype(config.env.id) if obs_dtype is None else obs_dtype
+        obs_dtype = np.float32 if obs_dtype is None else obs_dtype
         self.config = config
-        storage = RingStorage(r.capacity, obs_shape)
-        spec = BatchSpec(obs_shape, n_actions, r.max_batch_transitions)
+        storage = RingStorage(r.capacity, obs_shape, obs_dtype)
+        spec = BatchSpec(obs_shape, n_actions, r.max_batch_transitions, obs_dtype)
         limiter = RateLimiter(
             r.min_size,
             r.samples_per_insert,
@@ -120,10 +123,12 @@ class ReplayServer:
         self.port = rpc.bind(self._server, r.host, r.port, self._security)
         self._server.start()
         log.info(
-            "replay server on %s:%d (capacity %d, %.1f MiB preallocated)",
+            "replay server on %s:%d (capacity %d, obs %s %s, %.1f MiB preallocated)",
             r.host,
             self.port,
             r.capacity,
+            list(self.servicer.storage.obs_shape),
+            self.servicer.storage.obs_dtype,
             self.servicer.storage.nbytes / rpc.MiB,
         )
         if self._checkpointer is not None:

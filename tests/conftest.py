@@ -14,7 +14,8 @@ def make_config(**sections):
 
 @pytest.fixture
 def replay_server_factory():
-    """``start(obs_shape=(4,), n_actions=2, **replay_fields)`` -> a started ReplayServer.
+    """``start(obs_shape=(4,), n_actions=2, obs_dtype=None, **replay_fields)`` -> a started
+    ReplayServer (obs_dtype None: float32).
 
     Other sections can be passed as dicts: ``start(learner={"batch_size": 8})``.
     """
@@ -22,10 +23,11 @@ def replay_server_factory():
 
     servers = []
 
-    def start(obs_shape=(4,), n_actions=2, **fields):
+    def start(obs_shape=(4,), n_actions=2, obs_dtype=None, **fields):
         sections = {k: fields.pop(k) for k in list(fields) if isinstance(fields[k], dict)}
         replay = {"capacity": 1_000, "min_size": 1, "host": "127.0.0.1", "port": 0, **fields}
-        server = ReplayServer(make_config(replay=replay, **sections), obs_shape, n_actions)
+        config = make_config(replay=replay, **sections)
+        server = ReplayServer(config, obs_shape, n_actions, obs_dtype=obs_dtype)
         servers.append(server)
         server.start()
         return server
