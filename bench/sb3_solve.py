@@ -51,6 +51,12 @@ def main() -> int:
     parser.add_argument("--max-env-steps", type=int, default=500_000)
     parser.add_argument("--eval-every", type=int, default=1024, help="env steps between evals")
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1, like our learner: more threads on 2 busy cores spin)",
+    )
     args = parser.parse_args()
 
     import gymnasium as gym
@@ -61,6 +67,7 @@ def main() -> int:
     from dqn.envs import env_spec
     from learner.evaluation import Evaluator
 
+    torch.set_num_threads(args.torch_threads)
     threshold = env_spec(args.env)[2]
     hp = dict(ZOO_CARTPOLE)
     # The zoo's schedule decays epsilon over 16% of 50k steps; keep that length in env

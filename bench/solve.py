@@ -63,8 +63,13 @@ def run_ours(seed: int, run_dir: Path, args) -> dict:
         "WARNING",
         *args.extra,
     ]
-    subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
-    return json.loads((run_dir / "summary.json").read_text())
+    for attempt in (1, 2):  # a run that could not start (e.g. Ray timed out) is retried once
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, check=False)
+        summary = run_dir / "summary.json"
+        if summary.exists():
+            return json.loads(summary.read_text())
+        print(f"ours seed {seed}: no summary (exit {proc.returncode}), attempt {attempt}")
+    return {"solved": False, "stop_reason": f"failed (exit {proc.returncode})"}
 
 
 def run_sb3(seed: int, out: Path, args) -> dict:
