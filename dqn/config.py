@@ -229,6 +229,9 @@ class LearnerConfig(_Section):
         ge=0,
     )
     threads: int = opt(1, "torch CPU threads of the learner", ge=1)
+    cuda_graph: bool = opt(
+        False, "on CUDA: run the update as a captured CUDA graph (ignored on CPU)"
+    )
     host: str = opt("127.0.0.1", "address the weight service binds")
     port: int = opt(0, "port the weight service binds; 0 picks a free one", ge=0, le=65535)
 

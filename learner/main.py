@@ -29,6 +29,7 @@ from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from learner import checkpoint
+from learner.cuda_graph import CapturedUpdate
 from learner.dqn import DQNUpdate
 from learner.evaluation import Evaluator
 from learner.metrics import Metrics
@@ -184,10 +185,13 @@ class LearnerProcess:
         rates = (0.0, 0.0)
         stats: dict = {}
         reason = "stopped"
+        update = self.dqn
+        if lc.cuda_graph and self.device.type == "cuda":
+            update = CapturedUpdate(self.dqn, lc.batch_size)
         while not self.stop_event.is_set():
             batch = self.sampler.next(timeout=0.05)
             if batch is not None:
-                stats = self.dqn.step(batch)
+                stats = update.step(batch)
                 u = self.dqn.updates
                 if u % lc.publish_every == 0:
                     self._publish()
