@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: install run test proto lint bench-solve clean
+.PHONY: install run test proto lint bench-install bench-replay bench-learner bench-fleet bench-solve clean
 
 $(BIN)/dqn: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,22 @@ proto: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Benchmarks: each prints a table and writes bench/results/NAME.json (see README).
+bench-install: install
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]'
+
+bench-replay: install
+	$(BIN)/python bench/replay.py $(ARGS)
+
+bench-learner: install
+	$(BIN)/python bench/learner.py $(ARGS)
+
+bench-fleet: install
+	$(BIN)/python bench/fleet.py $(ARGS)
+
+bench-solve: bench-install
+	$(BIN)/python bench/solve.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -265,6 +265,9 @@ class LearnerConfig(_Section):
     priority_beta_steps: int = opt(
         10_000, "prioritized: updates over which beta rises linearly to 1", ge=1
     )
+    cuda_graph: bool = opt(
+        False, "on CUDA: run the update as a captured CUDA graph (ignored on CPU)"
+    )
     host: str = opt("127.0.0.1", "address the weight service binds")
     port: int = opt(0, "port the weight service binds; 0 picks a free one", ge=0, le=65535)
 

@@ -67,6 +67,15 @@ class DQNUpdate:
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One gradient step on a batch of ``B`` transitions; returns detached stats."""
+        stats = self.sgd_step(batch)
+        self.updates += 1
+        if self.cfg.target_update == "hard":
+            self._update_target()
+        return stats
+
+    def sgd_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The tensor work of one update (no host sync, so a CUDA graph can capture it):
+        targets, loss, gradients, clipping, Adam, and the Polyak target update."""
         obs, action, reward = batch["obs"], batch["action"], batch["reward"]
         next_obs, terminated, discount = batch["next_obs"], batch["terminated"], batch["discount"]
         with torch.no_grad():
@@ -87,8 +96,8 @@ class DQNUpdate:
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self._online_params, self.cfg.grad_clip, foreach=True)
         self.optimizer.step()
-        self.updates += 1
-        self._update_target()
+        if self.cfg.target_update == "polyak":
+            self._update_target()
         stats = {"loss": loss.detach(), "q_mean": q.detach().mean()}
         if "probability" in batch:  # td_abs [B]: the rows' new raw priorities
             stats["td_abs"] = (y - q).detach().abs()
@@ -96,6 +105,7 @@ class DQNUpdate:
 
     @torch.no_grad()
     def _update_target(self) -> None:
+        """Polyak (part of every update) or a hard copy every ``target_period`` updates."""
         if self.cfg.target_update == "polyak":
             torch._foreach_lerp_(self._target_params, self._online_params, self.cfg.tau)
         elif self.updates % self.cfg.target_period == 0:

@@ -29,6 +29,7 @@ from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from learner import checkpoint
+from learner.cuda_graph import CapturedUpdate
 from learner.dqn import DQNUpdate
 from learner.evaluation import Evaluator
 from learner.metrics import Metrics
@@ -196,10 +197,15 @@ class LearnerProcess:
         rates = (0.0, 0.0)
         stats: dict = {}
         reason = "stopped"
+        update = self.dqn
+        # The captured graph bakes in one batch layout; prioritized batches (extra
+        # columns, beta changing per update) take the eager path.
+        if lc.cuda_graph and self.device.type == "cuda" and not self.config.replay.prioritized:
+            update = CapturedUpdate(self.dqn, lc.batch_size)
         while not self.stop_event.is_set():
             batch = self.sampler.next(timeout=0.05)
             if batch is not None:
-                stats = self.dqn.step(batch)
+                stats = update.step(batch)
                 if self.priority_sender is not None:
                     self.priority_sender.add(batch["index"], batch["key"], stats["td_abs"])
                 u = self.dqn.updates
