@@ -68,7 +68,8 @@ class Metrics:
         if self._tb is None:
             return
         for tag, value in values.items():
-            assert tag in TB_TAGS, tag
+            if tag not in TB_TAGS:
+                raise KeyError(f"TensorBoard tag {tag!r} is not documented in TB_TAGS")
             self._tb.add_scalar(tag, float(value), step)
 
     def episodes_finished(self, env_steps: int, returns: list[float], lengths: list[int]) -> None:

@@ -82,3 +82,55 @@ def test_metrics_stop_with_the_server(replay_server_factory):
     server.stop(grace=0.1)
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=2)
+
+
+def test_learner_metrics_during_and_after_a_short_run(replay_server_factory, tmp_path):
+    """An in-process learner on Probe4 against a real replay server: /metrics counts its
+    updates, publications and evaluations."""
+    from dqn.config import build
+    from learner.main import LearnerProcess
+    from tests.component._helpers import columns
+
+    replay = replay_server_factory(obs_shape=(1,), n_actions=2)
+    channel, stub = replay_stub(replay.address)
+    with channel:
+        push(stub, make_batch(1, cols=columns(0, 64, obs_shape=(1,)), policy_version=1))
+    config = build(
+        {
+            "env": {"id": "Probe4-v0"},
+            "network": {"hidden": (8,)},
+            "learner": {"batch_size": 8, "batches_per_call": 2, "publish_every": 10},
+            "eval": {"every_updates": 20, "episodes": 2},
+            "run": {
+                "dir": str(tmp_path / "run"),
+                "max_updates": 40,
+                "progress_every_seconds": 0.05,
+                "stop_when_solved": False,
+            },
+        }
+    )
+    learner = LearnerProcess(config, replay.address)
+    try:
+        learner.start()
+        url = learner.telemetry.url
+        assert url.startswith("http://127.0.0.1:")
+        before = scrape(url)
+        assert before["dqn_learner_updates_total"] == 0
+        assert before["dqn_learner_weights_version"] == 1  # published at start
+        assert before["dqn_learner_evaluations_total"] == 0
+        summary = learner.run()
+        after = scrape(url)
+    finally:
+        learner.close()
+    assert summary["updates"] == 40
+    assert after["dqn_learner_updates_total"] == 40
+    assert after["dqn_learner_weights_version"] == 1 + 40 // 10
+    assert after["dqn_learner_evaluations_total"] == 2
+    assert after["dqn_learner_eval_return"] in (-1.0, 0.0, 1.0)
+    assert after["dqn_learner_env_steps_total"] == 0  # the pushed batch reported none
+    assert after["dqn_learner_replay_size"] == 64
+    assert 0 <= after["dqn_learner_policy_lag"] <= 5 - 1  # versions 1..5, actor at 1
+    for name in ("dqn_learner_loss", "dqn_learner_q_mean", "dqn_learner_updates_per_second"):
+        assert after[name] == after[name], name  # a progress report filled it (not NaN)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=2)  # closed with the learner
