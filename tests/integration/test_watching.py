@@ -38,15 +38,20 @@ def test_metrics_curve_and_tensorboard_during_a_run(tmp_path):
     lines: list[str] = []
     deadline = time.monotonic() + 240  # Ray alone took 50 s to start on a loaded machine
     try:
-        # Wait for a progress line after learning started (a loss and episode returns).
+        # Wait for the launcher's watch line and for a progress line after learning
+        # started (a loss and episode returns); they come from two processes, in any order.
+        watch = learning = False
         for line in proc.stdout:
             lines.append(line)
-            if " loss " in line and "loss nan" not in line and "return(20) None" not in line:
+            watch = watch or ("watch: tensorboard --logdir" in line and "/metrics" in line)
+            learning = learning or (
+                " loss " in line and "loss nan" not in line and "return(20) None" not in line
+            )
+            if watch and learning:
                 break
             assert time.monotonic() < deadline, "".join(lines[-30:])
         else:
             raise AssertionError("".join(lines[-30:]))
-        assert any("watch: tensorboard --logdir" in x and "/metrics" in x for x in lines)
         ports = {
             name: json.loads((run_dir / f".{name}.ready").read_text())["metrics_port"]
             for name in ("replay", "learner")
