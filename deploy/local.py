@@ -120,6 +120,25 @@ def _with_run_token(config: Config, run_dir: Path) -> Config:
     )
 
 
+def _print_watch_hints(
+    config: Config, run_dir: Path, replay_info: dict, learner_info: dict, start_time: float
+) -> None:
+    """Where to watch the run: the /metrics endpoints and TensorBoard's log dir."""
+    urls = []
+    for name, host, info in (
+        ("replay", config.replay.host, replay_info),
+        ("learner", config.learner.host, learner_info),
+    ):
+        if info.get("metrics_port"):
+            h = f"[{host}]" if ":" in host else host
+            urls.append(f"{name} http://{h}:{info['metrics_port']}/metrics")
+    print(
+        f"[{time.time() - start_time:6.1f}s] watch: tensorboard --logdir {run_dir / 'tb'}"
+        + (f" | {', '.join(urls)}" if urls else ""),
+        flush=True,
+    )
+
+
 def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
     start_time = psutil.Process().create_time()
     run_dir = Path(config.run.dir)
@@ -180,6 +199,7 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
             f"run dir {run_dir}",
             flush=True,
         )
+        _print_watch_hints(config, run_dir, replay_info, learner_info, start_time)
         while not stop.is_set():
             if learner.poll() is not None:
                 break
@@ -197,6 +217,8 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
                     MAX_REPLAY_RESTARTS,
                 )
                 port = ["--replay.port", str(replay_info["port"])]
+                if replay_info.get("metrics_port"):
+                    port += ["--replay.metrics-port", str(replay_info["metrics_port"])]
                 replay, replay_info = _start_replay([*common, *port], run_dir)
             stop.wait(0.2)
         code = 0 if learner.poll() == 0 else 1

@@ -198,12 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         formatter_class=_HelpFormatter,
         help="run a run directory's policy.pt greedily and print mean ± std",
+        description="Run RUN_DIR/policy.pt greedily on --episodes envs and print the mean "
+        "return; with --video FILE also play --video-episodes episodes rendered to a GIF "
+        "or MP4 (chosen by FILE's suffix).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (holds policy.pt)")
     p.add_argument("--episodes", type=int, default=20, help="episodes to run")
     p.add_argument("--seed", type=int, default=12345, help="seed of the evaluation envs")
     p.add_argument("--env", default=None, help="env id (default: the run's config.json)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--video", metavar="FILE", default=None, help="write a .gif or .mp4 here")
+    p.add_argument("--video-episodes", type=int, default=1, help="episodes in the video")
+    p.add_argument(
+        "--video-max-frames", type=int, default=1000, help="stop the video after this many frames"
+    )
+    p.add_argument("--video-fps", type=float, default=30.0, help="frames per second of the video")
     return parser
 
 
@@ -281,6 +290,45 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from deploy.evaluate import evaluate_run
+    from deploy.video import VideoError, check_video_path, record_video
+
+    try:
+        if args.video:
+            check_video_path(args.video)  # refuse a bad path before playing anything
+        result = evaluate_run(args.run_dir, args.episodes, args.seed, args.env)
+        if not args.json:
+            print(
+                f"{result['env_id']}: {result['mean']:.1f} ± {result['std']:.1f} over "
+                f"{result['episodes']} greedy episodes",
+                flush=True,
+            )
+        if args.video:
+            video = record_video(
+                args.run_dir,
+                args.video,
+                episodes=args.video_episodes,
+                max_frames=args.video_max_frames,
+                fps=args.video_fps,
+                seed=args.seed,
+                env_id=args.env,
+            )
+            result["video"] = video
+            if not args.json:
+                print(
+                    f"wrote {video['path']}: {video['frames']} frames {video['width']}x"
+                    f"{video['height']} at {video['fps']:g} fps, {video['episodes']} "
+                    f"episode(s), returns {', '.join(f'{r:g}' for r in video['returns'])}"
+                )
+    except VideoError as exc:
+        print(f"dqn evaluate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) >= 2 and argv[0] == "actors" and argv[1] in ("scale", "status"):
@@ -293,17 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "evaluate":
-            from deploy.evaluate import evaluate_run
-
-            result = evaluate_run(args.run_dir, args.episodes, args.seed, args.env)
-            if args.json:
-                print(json.dumps(result))
-            else:
-                print(
-                    f"{result['env_id']}: {result['mean']:.1f} ± {result['std']:.1f} over "
-                    f"{result['episodes']} greedy episodes"
-                )
-            return 0
+            return _evaluate(args)
         if args.command == "health":
             return _health(args)
         config = load_config(args)

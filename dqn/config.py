@@ -161,6 +161,12 @@ class ReplayConfig(_Section):
     max_message_mb: int = opt(64, "largest gRPC message, MiB", ge=1, le=1024)
     host: str = opt("127.0.0.1", "address the replay server binds")
     port: int = opt(0, "port the replay server binds; 0 picks a free one", ge=0, le=65535)
+    metrics_port: int = opt(
+        0,
+        "HTTP port of the replay server's Prometheus /metrics (0 = pick one, -1 = off)",
+        ge=-1,
+        le=65535,
+    )
     checkpoint_path: str | None = opt(
         None,
         "file the replay server checkpoints to and restores from at start (empty = none)",
@@ -270,6 +276,12 @@ class LearnerConfig(_Section):
     )
     host: str = opt("127.0.0.1", "address the weight service binds")
     port: int = opt(0, "port the weight service binds; 0 picks a free one", ge=0, le=65535)
+    metrics_port: int = opt(
+        0,
+        "HTTP port of the learner's Prometheus /metrics (0 = pick one, -1 = off)",
+        ge=-1,
+        le=65535,
+    )
 
 
 @dataclass(frozen=True)
@@ -289,6 +301,9 @@ class RunConfig(_Section):
     max_updates: int = opt(10_000_000, "stop after this many learner updates", ge=1)
     checkpoint_every_seconds: float = opt(30.0, "seconds between learner checkpoints", gt=0)
     progress_every_seconds: float = opt(2.0, "seconds between progress lines", gt=0)
+    plot_every_seconds: float = opt(
+        15.0, "seconds between refreshes of learning_curve.png while training", gt=0
+    )
     stop_when_solved: bool = opt(
         True, "stop as soon as the greedy evaluation reaches the threshold"
     )

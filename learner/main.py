@@ -3,7 +3,8 @@
 prefetch -> update -> publish every K updates -> evaluate -> checkpoint, until the
 greedy evaluation reaches the threshold or a budget (seconds, env steps, updates)
 is spent. Leaves in the run directory: metrics.jsonl, tb/, checkpoints/learner.pt,
-policy.pt (TorchScript), learning_curve.png and summary.json.
+policy.pt (TorchScript), learning_curve.png (refreshed while training) and summary.json;
+serves Prometheus ``/metrics`` on ``--learner.metrics-port`` (see :meth:`_series`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dqn.config import Config
 from dqn.envs import env_spec
 from dqn.networks import build_q_network
 from dqn.security import Security
+from dqn.telemetry import MetricsEndpoint, Series
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from learner import checkpoint
@@ -122,6 +124,9 @@ class LearnerProcess:
         self.sampler: PrefetchingSampler | None = None
         self.priority_sender: PrioritySender | None = None  # prioritized replay only
         self._info: pb.InfoResponse | None = None  # the latest replay Info
+        # Figures of the latest progress report, read by /metrics scrapes.
+        self._latest: dict[str, float] = {}
+        self.telemetry = MetricsEndpoint(lc.host, lc.metrics_port, self._series)
 
     # -- checkpoints ----------------------------------------------------------------
     def _restore(self) -> None:
@@ -164,8 +169,10 @@ class LearnerProcess:
         return time.time() - self.start_time
 
     def start(self) -> str:
-        """Start the weight service and publish the first weights; returns its address."""
+        """Start the weight service and /metrics, publish the first weights; returns the
+        weight service's address."""
         self.weights.start()
+        self.telemetry.start()
         self._publish()
         return self.weights.address
 
@@ -188,7 +195,7 @@ class LearnerProcess:
                 max_message_mb=cfg.replay.max_message_mb,
                 security=self.security,
             )
-        last_progress = last_ckpt = last_info = time.monotonic()
+        last_progress = last_ckpt = last_info = last_plot = time.monotonic()
         rate_t0, rate_updates, rate_steps = (
             time.monotonic(),
             self.dqn.updates,
@@ -234,6 +241,9 @@ class LearnerProcess:
                 rate_t0, rate_updates, rate_steps = now, self.dqn.updates, self.progress.env_steps
                 last_progress = now
                 self._report(rates, stats)
+            if now - last_plot >= rc.plot_every_seconds:
+                last_plot = now
+                self.metrics.refresh_plot(*self._curve_args())
             if now - last_ckpt >= rc.checkpoint_every_seconds:
                 last_ckpt = now
                 self.save_checkpoint()
@@ -317,6 +327,7 @@ class LearnerProcess:
         if waiting:
             line += f" | waiting: {waiting}"
         print(line, flush=True)
+        q_mean = float(stats["q_mean"]) if stats else float("nan")
         self.metrics.log(
             "progress",
             p.env_steps,
@@ -324,13 +335,115 @@ class LearnerProcess:
             env_steps_per_s=rates[0],
             updates_per_s=rates[1],
             epsilon=p.epsilon,
-            **({"loss": loss, "q_mean": float(stats["q_mean"])} if stats else {}),
+            **({"loss": loss, "q_mean": q_mean} if stats else {}),
             policy_lag=info.policy_lag if info else 0.0,
             replay_size=info.size if info else 0,
             replay_bytes=info.obs_bytes if info else 0,
             samples_per_insert=info.samples_per_insert if info else 0.0,
             recent_return=recent if recent is not None else 0.0,
         )
+        tb = {
+            "speed/env_steps_per_s": rates[0],
+            "speed/updates_per_s": rates[1],
+            "actors/epsilon": p.epsilon,
+        }
+        if stats:
+            tb.update({"loss/td": loss, "q/mean": q_mean})
+        if info is not None:
+            tb.update(
+                {
+                    "policy/lag": info.policy_lag,
+                    "replay/size": info.size,
+                    "replay/samples_per_insert": info.samples_per_insert,
+                }
+            )
+        if recent is not None:
+            tb["episode/return_recent"] = recent
+        self.metrics.scalars(p.env_steps, tb)
+        self._latest = {
+            "loss": loss,
+            "q_mean": q_mean,
+            "env_steps_per_s": rates[0],
+            "updates_per_s": rates[1],
+            "recent_return": recent if recent is not None else float("nan"),
+        }
+
+    def _series(self) -> list[Series]:
+        """The learner's /metrics, read at scrape time (loss and rates: the latest
+        progress report, every ``run.progress_every_seconds``)."""
+        p, info, latest = self.progress, self._info, self._latest
+        nan = float("nan")
+        last_eval = p.evals[-1] if p.evals else None
+        return [
+            Series("dqn_learner_updates_total", "counter", "gradient updates", self.dqn.updates),
+            Series("dqn_learner_env_steps_total", "counter", "fleet env steps seen", p.env_steps),
+            Series(
+                "dqn_learner_weights_version",
+                "gauge",
+                "version of the newest published weights",
+                self.weights.publisher.version,
+            ),
+            Series("dqn_learner_loss", "gauge", "Huber TD loss", latest.get("loss", nan)),
+            Series(
+                "dqn_learner_q_mean", "gauge", "mean Q(s, a) of a batch", latest.get("q_mean", nan)
+            ),
+            Series(
+                "dqn_learner_updates_per_second",
+                "gauge",
+                "learner updates per second",
+                latest.get("updates_per_s", nan),
+            ),
+            Series(
+                "dqn_learner_env_steps_per_second",
+                "gauge",
+                "fleet env steps per second",
+                latest.get("env_steps_per_s", nan),
+            ),
+            Series("dqn_learner_epsilon", "gauge", "actors' mean epsilon", p.epsilon),
+            Series(
+                "dqn_learner_policy_lag",
+                "gauge",
+                "learner version minus the actors' acting version (mean over actors)",
+                info.policy_lag if info is not None else nan,
+            ),
+            Series(
+                "dqn_learner_replay_size",
+                "gauge",
+                "replay transitions (latest Info)",
+                info.size if info is not None else nan,
+            ),
+            Series(
+                "dqn_learner_samples_per_insert",
+                "gauge",
+                "replay sampled / inserted (latest Info)",
+                info.samples_per_insert if info is not None else nan,
+            ),
+            Series(
+                "dqn_learner_episodes_total",
+                "counter",
+                "finished training episodes seen",
+                self.metrics.episodes_total,
+            ),
+            Series(
+                "dqn_learner_episode_return",
+                "gauge",
+                "mean return of the last 20 training episodes",
+                latest.get("recent_return", nan),
+            ),
+            Series("dqn_learner_evaluations_total", "counter", "greedy evaluations", len(p.evals)),
+            Series(
+                "dqn_learner_eval_return",
+                "gauge",
+                "mean return of the latest greedy evaluation",
+                last_eval[3] if last_eval else nan,
+            ),
+            Series(
+                "dqn_learner_solved",
+                "gauge",
+                "1 once the greedy evaluation reached the threshold",
+                float(p.solved_at is not None),
+            ),
+        ]
 
     def finish(self, reason: str) -> dict:
         p = self.progress
@@ -370,10 +483,11 @@ class LearnerProcess:
                 "dropped": self.priority_sender.dropped,
             }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self.metrics.plot(
-            self.run_dir / "learning_curve.png", f"DQN on {self.config.env.id}", self.threshold
-        )
+        self.metrics.plot(*self._curve_args())
         return summary
+
+    def _curve_args(self) -> tuple:
+        return self.run_dir / "learning_curve.png", f"DQN on {self.config.env.id}", self.threshold
 
     def close(self) -> None:
         if self.sampler is not None:
@@ -381,6 +495,7 @@ class LearnerProcess:
         if self.priority_sender is not None:
             self.priority_sender.close()
         self.weights.stop()
+        self.telemetry.stop()
         self._channel.close()
         self.evaluator.close()
         self.metrics.close()
@@ -409,9 +524,19 @@ def serve(
         signal.signal(sig, lambda *_: learner.stop_event.set())
     address = learner.start()
     rpc.write_ready_file(
-        ready_file, address=address, port=learner.weights.port, device=str(learner.device)
+        ready_file,
+        address=address,
+        port=learner.weights.port,
+        device=str(learner.device),
+        metrics_port=learner.telemetry.port,
     )
-    log.info("learner on %s, weights at %s, replay at %s", learner.device, address, replay_address)
+    log.info(
+        "learner on %s, weights at %s, replay at %s, metrics %s",
+        learner.device,
+        address,
+        replay_address,
+        learner.telemetry.url or "off",
+    )
     try:
         summary = learner.run()
     finally:

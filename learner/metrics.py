@@ -1,16 +1,42 @@
-"""Run metrics: JSONL, TensorBoard events and the learning-curve plot."""
+"""Run metrics: JSONL, TensorBoard events and the learning-curve plot.
+
+TensorBoard tags (x axis: fleet env steps) are listed in ``TB_TAGS``; ``metrics.jsonl``
+holds the same figures as records of kind ``progress``, ``episodes`` and ``eval``.
+``learning_curve.png`` is redrawn by a background thread while training
+(:meth:`Metrics.refresh_plot`) and once more at the end, always via temp file + rename.
+"""
 
 from __future__ import annotations
 
 import collections
 import itertools
 import json
+import logging
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 EPISODES_KEPT = 100_000
+log = logging.getLogger("learner.metrics")
+
+# tag -> what it is; every series the learner writes to TensorBoard.
+TB_TAGS = {
+    "loss/td": "Huber TD loss of the latest update",
+    "q/mean": "mean Q(s, a) of the latest batch",
+    "actors/epsilon": "exploration epsilon, mean over actors",
+    "speed/env_steps_per_s": "fleet env steps per second",
+    "speed/updates_per_s": "learner updates per second",
+    "episode/return": "mean return of the episodes finished since the previous poll",
+    "episode/length": "mean length of those episodes",
+    "episode/return_recent": "mean return of the last 20 episodes",
+    "policy/lag": "learner weights version minus the actors' acting version (mean)",
+    "replay/size": "transitions in the replay buffer",
+    "replay/samples_per_insert": "sampled / inserted transitions",
+    "eval/return_mean": "greedy evaluation: mean return",
+    "eval/return_std": "greedy evaluation: return std",
+}
 
 
 class Metrics:
@@ -30,13 +56,21 @@ class Metrics:
         self.episodes_total = 0
         self.evals: list[tuple[int, float, float]] = []  # (env_steps, mean, std)
 
+        self._plotter: _CurvePlotter | None = None
+
     def log(self, kind: str, step: int, **values) -> None:
+        """One JSON record in metrics.jsonl."""
         record = {"kind": kind, "time": time.time(), "step": step, **values}
         self._jsonl.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for key, value in values.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """TensorBoard scalars at ``step`` env steps; tags must be in ``TB_TAGS``."""
+        if self._tb is None:
+            return
+        for tag, value in values.items():
+            if tag not in TB_TAGS:
+                raise KeyError(f"TensorBoard tag {tag!r} is not documented in TB_TAGS")
+            self._tb.add_scalar(tag, float(value), step)
 
     def episodes_finished(self, env_steps: int, returns: list[float], lengths: list[int]) -> None:
         """Record episodes reported since the last call: one aggregated metrics record."""
@@ -44,20 +78,23 @@ class Metrics:
             return
         self.episodes.extend((env_steps, r) for r in returns)
         self.episodes_total += len(returns)
+        mean_return, mean_length = float(np.mean(returns)), float(np.mean(lengths))
         self.log(
             "episodes",
             env_steps,
             count=len(returns),
-            return_mean=float(np.mean(returns)),
+            return_mean=mean_return,
             return_min=float(np.min(returns)),
             return_max=float(np.max(returns)),
-            length_mean=float(np.mean(lengths)),
+            length_mean=mean_length,
         )
+        self.scalars(env_steps, {"episode/return": mean_return, "episode/length": mean_length})
 
     def evaluation(self, env_steps: int, returns: np.ndarray, updates: int) -> None:
         mean, std = float(returns.mean()), float(returns.std())
         self.evals.append((env_steps, mean, std))
         self.log("eval", env_steps, mean=mean, std=std, updates=updates)
+        self.scalars(env_steps, {"eval/return_mean": mean, "eval/return_std": std})
 
     def recent_return(self, n: int = 20) -> float | None:
         if not self.episodes:
@@ -65,52 +102,114 @@ class Metrics:
         return float(np.mean([r for _, r in itertools.islice(reversed(self.episodes), n)]))
 
     def plot(self, path: Path, title: str, threshold: float | None = None) -> None:
-        import matplotlib
+        """Draw the curve now (waits for a refresh in progress, then stops refreshing)."""
+        if self._plotter is not None:
+            self._plotter.close()
+            self._plotter = None
+        plot_curve(path, list(self.episodes), list(self.evals), title, threshold)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-        if self.episodes:
-            steps = np.array([s for s, _ in self.episodes])
-            rets = np.array([r for _, r in self.episodes])
-            ax.plot(steps, rets, ".", ms=2, alpha=0.35, color="tab:blue", label="episode return")
-            window = min(100, len(rets))
-            kernel = np.ones(window) / window
-            avg = np.convolve(rets, kernel, mode="valid")
-            ax.plot(
-                steps[window - 1 :],
-                avg,
-                color="tab:blue",
-                lw=2,
-                label=f"{window}-episode moving average",
-            )
-        if self.evals:
-            e = np.array(self.evals)
-            ax.errorbar(
-                e[:, 0],
-                e[:, 1],
-                yerr=e[:, 2],
-                fmt="o-",
-                color="tab:red",
-                ms=4,
-                capsize=2,
-                label="greedy evaluation (mean ± std)",
-            )
-        if threshold is not None:
-            ax.axhline(threshold, ls="--", color="gray", lw=1, label=f"threshold {threshold:g}")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("return")
-        ax.set_title(title)
-        ax.legend(loc="lower right", fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        tmp.replace(path)
+    def refresh_plot(self, path: Path, title: str, threshold: float | None = None) -> None:
+        """Redraw the curve in the background from a copy of the data taken now; a
+        request made while a drawing is still in progress replaces any pending one."""
+        if self._plotter is None:
+            self._plotter = _CurvePlotter()
+        self._plotter.request(path, list(self.episodes), list(self.evals), title, threshold)
 
     def close(self) -> None:
+        if self._plotter is not None:
+            self._plotter.close()
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class _CurvePlotter:
+    """One daemon thread that draws the latest requested curve, off the learner's loop."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._pending: tuple | None = None
+        self._closed = False
+        self.drawn = 0
+        self._thread = threading.Thread(target=self._run, name="curve-plotter", daemon=True)
+        self._thread.start()
+
+    def request(self, *args) -> None:
+        with self._cond:
+            self._pending = args
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                args, self._pending = self._pending, None
+            try:
+                plot_curve(*args)
+                self.drawn += 1
+            except Exception:  # noqa: BLE001 - a failed refresh must not stop training
+                log.exception("refreshing the learning curve failed")
+
+    def close(self) -> None:
+        """Finish the drawing in progress, drop a pending one, stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify_all()
+        self._thread.join(30)
+
+
+def plot_curve(
+    path: Path,
+    episodes: list[tuple[int, float]],
+    evals: list[tuple[int, float, float]],
+    title: str,
+    threshold: float | None = None,
+) -> None:
+    """Episode returns, their moving average and evaluations against env steps, written
+    atomically to ``path`` (PNG). Uses matplotlib's object API only (no pyplot global
+    state), so it is safe to call from a background thread."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    ax = fig.subplots()
+    if episodes:
+        steps = np.array([s for s, _ in episodes])
+        rets = np.array([r for _, r in episodes])
+        ax.plot(steps, rets, ".", ms=2, alpha=0.35, color="tab:blue", label="episode return")
+        window = min(100, len(rets))
+        kernel = np.ones(window) / window
+        avg = np.convolve(rets, kernel, mode="valid")
+        ax.plot(
+            steps[window - 1 :],
+            avg,
+            color="tab:blue",
+            lw=2,
+            label=f"{window}-episode moving average",
+        )
+    if evals:
+        e = np.array(evals)
+        ax.errorbar(
+            e[:, 0],
+            e[:, 1],
+            yerr=e[:, 2],
+            fmt="o-",
+            color="tab:red",
+            ms=4,
+            capsize=2,
+            label="greedy evaluation (mean ± std)",
+        )
+    if threshold is not None:
+        ax.axhline(threshold, ls="--", color="gray", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("return")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    tmp.replace(path)

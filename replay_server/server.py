@@ -14,8 +14,10 @@ from dqn import rpc
 from dqn.config import Config
 from dqn.envs import env_obs_dtype, env_spec
 from dqn.security import Security
+from dqn.telemetry import MetricsEndpoint
 from dqn.v1 import replay_pb2 as pb
 from replay_server import checkpoint
+from replay_server.metrics import replay_series
 from replay_server.priorities import Priorities
 from replay_server.rate_limiter import RateLimiter
 from replay_server.service import ReplayServicer
@@ -96,6 +98,7 @@ class ReplayServer:
         self._server = rpc.make_server(r.max_message_mb, RPC_THREADS, security)
         add_replay_service(self.servicer, self._server)
         self._health = rpc.add_health(self._server, SERVICE_NAME)
+        self.metrics = MetricsEndpoint(r.host, r.metrics_port, lambda: replay_series(self.servicer))
         self.port: int | None = None
         self._stopped = threading.Event()
         self._checkpointer = self._open_checkpoint()
@@ -122,14 +125,20 @@ class ReplayServer:
         r = self.config.replay
         self.port = rpc.bind(self._server, r.host, r.port, self._security)
         self._server.start()
+        try:
+            self.metrics.start()
+        except OSError:
+            self._server.stop(0)
+            raise
         log.info(
-            "replay server on %s:%d (capacity %d, obs %s %s, %.1f MiB preallocated)",
+            "replay server on %s:%d (capacity %d, obs %s %s, %.1f MiB preallocated), metrics %s",
             r.host,
             self.port,
             r.capacity,
             list(self.servicer.storage.obs_shape),
             self.servicer.storage.obs_dtype,
             self.servicer.storage.nbytes / rpc.MiB,
+            self.metrics.url or "off",
         )
         if self._checkpointer is not None:
             self._checkpointer.start()
@@ -154,6 +163,7 @@ class ReplayServer:
             # state is consistent.
             log.warning("gRPC server not stopped %.1fs after its grace", STOP_SLACK_S)
         try:
+            self.metrics.stop()
             if self._checkpointer is not None:
                 self._checkpointer.close()
         finally:
@@ -170,7 +180,12 @@ def serve(config: Config, ready_file: str | None = None, security: Security | No
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    rpc.write_ready_file(ready_file, address=f"{config.replay.host}:{port}", port=port)
+    rpc.write_ready_file(
+        ready_file,
+        address=f"{config.replay.host}:{port}",
+        port=port,
+        metrics_port=server.metrics.port,
+    )
     stop.wait()
     log.info("replay server stopping")
     server.stop()

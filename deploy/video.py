@@ -1,0 +1,218 @@
+"""``dqn evaluate RUN_DIR --video FILE``: a GIF or MP4 of the greedy policy.
+
+Frames come from the env's ``render_mode="rgb_array"`` (headless: pygame draws into a
+surface, no window), one after each reset and one after every step, each captioned
+with the episode, step and return so far. ``.gif`` is written with Pillow, ``.mp4``
+(H.264, yuv420p) with the ffmpeg binary that ships in the imageio-ffmpeg wheel. The file
+appears only when complete (temp file in the same folder + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = (".gif", ".mp4")
+
+
+class VideoError(ValueError):
+    """A bad video request; the message names the option or file at fault."""
+
+
+def check_video_path(path: str | os.PathLike) -> Path:
+    """The output path, after checking its suffix and that its folder is writable."""
+    out = Path(path)
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise VideoError(
+            f"--video: unknown format {out.suffix or '(no suffix)'!r} for {out}; "
+            f"use a file ending in {' or '.join(FORMATS)}"
+        )
+    folder = out.parent
+    if not folder.exists():
+        raise VideoError(f"--video: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise VideoError(f"--video: {folder} is not a folder")
+    if out.is_dir():
+        raise VideoError(f"--video: {out} is a folder")
+    if not os.access(folder, os.W_OK):
+        raise VideoError(f"--video: folder {folder} is not writable")
+    return out
+
+
+def _caption(frame: np.ndarray, text: str):
+    """The frame as a PIL image with ``text`` on a white box in the top-left corner."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = draw.textbbox((6, 4), text)
+    draw.rectangle((left - 3, top - 2, right + 3, bottom + 2), fill=(255, 255, 255))
+    draw.text((6, 4), text, fill=(0, 0, 0))
+    return image
+
+
+def _render(env, env_id: str) -> np.ndarray:
+    try:
+        frame = env.render()
+    except NotImplementedError:
+        frame = None
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+        raise VideoError(f"--video: env {env_id} does not render RGB frames (rgb_array)")
+    return frame
+
+
+class _GifWriter:
+    """Frames quantized to the first frame's palette as they come (a third of RGB's
+    memory), saved in one go: GIF has no streaming writer in Pillow."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.frames = []
+
+    def add(self, image) -> None:
+        from PIL import Image
+
+        if not self.frames:
+            self.frames.append(image.quantize(colors=64, dither=Image.Dither.NONE))
+        else:
+            self.frames.append(image.quantize(palette=self.frames[0], dither=Image.Dither.NONE))
+
+    def close(self) -> None:
+        first, *rest = self.frames
+        first.save(
+            self.path,
+            format="GIF",
+            save_all=True,
+            append_images=rest,
+            duration=round(1000 / self.fps),
+            loop=0,
+        )
+
+
+class _Mp4Writer:
+    """Frames streamed to ffmpeg (libx264, yuv420p) as they come."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self._gen = None
+
+    def add(self, image) -> None:
+        if self._gen is None:
+            import imageio_ffmpeg
+
+            width, height = image.size
+            if width % 2 or height % 2:
+                raise VideoError(f"--video: MP4 needs even frame sizes, got {width}x{height}")
+            self._gen = imageio_ffmpeg.write_frames(
+                str(self.path),
+                (width, height),
+                fps=self.fps,
+                codec="libx264",
+                pix_fmt_out="yuv420p",
+                macro_block_size=1,
+                output_params=["-f", "mp4"],
+            )
+            self._gen.send(None)
+        self._gen.send(np.asarray(image, dtype=np.uint8).tobytes())
+
+    def close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
+
+
+def record_video(
+    run_dir: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    episodes: int = 1,
+    max_frames: int = 1000,
+    fps: float = 30.0,
+    seed: int = 12345,
+    env_id: str | None = None,
+) -> dict:
+    """Play ``episodes`` greedy episodes of RUN_DIR/policy.pt and write them to ``path``
+    (stopping early at ``max_frames`` frames, possibly mid-episode). Returns ``{path,
+    format, frames, steps, episodes, returns, lengths, width, height, fps}``, where
+    ``episodes`` counts those started and ``frames`` = ``steps`` + one reset frame each."""
+    import torch
+
+    from dqn.envs import make_env
+
+    if episodes < 1:
+        raise VideoError(f"--video-episodes: must be >= 1, got {episodes}")
+    if max_frames < 1:
+        raise VideoError(f"--video-max-frames: must be >= 1, got {max_frames}")
+    if not fps > 0:
+        raise VideoError(f"--video-fps: must be > 0, got {fps}")
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory {run} not found")
+    policy_path = run / "policy.pt"
+    if not policy_path.exists():
+        raise FileNotFoundError(f"{policy_path} not found (has the run finished?)")
+    out = check_video_path(path)
+    if env_id is None:
+        env_id = json.loads((run / "config.json").read_text())["env"]["id"]
+    policy = torch.jit.load(str(policy_path), map_location="cpu").eval()
+    # Headless: classic-control envs draw on pygame surfaces, no display or sound needed.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    plain = make_env(env_id)
+    modes = plain.metadata.get("render_modes", [])
+    plain.close()
+    if "rgb_array" not in modes:
+        raise VideoError(f"--video: env {env_id} does not render RGB frames (modes: {modes})")
+    env = make_env(env_id, render_mode="rgb_array")
+    suffix = out.suffix.lower()
+    tmp = out.with_name(f".{out.stem}.partial{suffix}")
+    writer = _GifWriter(tmp, fps) if suffix == ".gif" else _Mp4Writer(tmp, fps)
+    returns: list[float] = []
+    lengths: list[int] = []
+    frames = 0
+    size = None
+    try:
+        for episode in range(episodes):
+            if frames >= max_frames:
+                break
+            obs, _ = env.reset(seed=seed + episode)
+            total, t, done = 0.0, 0, False
+            while True:
+                frame = _render(env, env_id)
+                size = (frame.shape[1], frame.shape[0])
+                writer.add(
+                    _caption(frame, f"{env_id}  episode {episode + 1}  step {t}  return {total:g}")
+                )
+                frames += 1
+                if done or frames >= max_frames:
+                    break
+                with torch.inference_mode():
+                    q = policy(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+                obs, reward, terminated, truncated, _ = env.step(int(q.argmax(dim=1)))
+                total += float(reward)
+                t += 1
+                done = bool(terminated or truncated)
+            returns.append(total)
+            lengths.append(t)
+        writer.close()
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        env.close()
+    return {
+        "path": str(out),
+        "format": suffix[1:],
+        "frames": frames,
+        "steps": sum(lengths),
+        "episodes": len(returns),
+        "returns": returns,
+        "lengths": lengths,
+        "width": size[0],
+        "height": size[1],
+        "fps": fps,
+    }
