@@ -146,7 +146,9 @@ class RayFleet:
         self.resize(0)
 
 
-def init_ray(address: str = "local", num_cpus: int | None = None) -> None:
+def init_ray(
+    address: str = "local", num_cpus: int | None = None, connect_timeout: float = 60.0
+) -> None:
     """Join the Ray cluster at ``address`` ('auto' = the one running here), or with
     'local' start a private single-node Ray on loopback that never joins another."""
     if address != "local":
@@ -154,8 +156,20 @@ def init_ray(address: str = "local", num_cpus: int | None = None) -> None:
         # importing this module, as deploy.fleet_driver does) or ``ray://head:10001``.
         node_ip = os.environ.get("RAY_NODE_IP_ADDRESS")
         kwargs = {"_node_ip_address": node_ip} if node_ip and "://" not in address else {}
-        ray.init(address=address, configure_logging=False, **kwargs)
-        return
+        # A head that has just started can refuse the first connection (Ray Client's
+        # per-driver server failing to start, GCS not yet up): retry for a minute.
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            try:
+                ray.init(address=address, configure_logging=False, **kwargs)
+                return
+            except (ConnectionError, RuntimeError, TimeoutError) as exc:
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("joining Ray at %s failed (%s); retrying", address, exc)
+                time.sleep(3.0)
     ray.init(
         address="local",
         num_cpus=num_cpus,

@@ -77,6 +77,26 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
+    def replay_and_learner(self, run_dir: Path, *learner_flags: str) -> tuple[str, str]:
+        """Start ``dqn replay-server`` and ``dqn learner``; their gRPC addresses."""
+        replay = self.dqn("replay", "replay-server", "--ready-file", str(self.tmp / "replay.json"))
+        replay_addr = rpc.read_ready_file(self.tmp / "replay.json", 60, _alive(replay))["address"]
+        learner = self.dqn(
+            "learner",
+            "learner",
+            "--replay-address",
+            replay_addr,
+            "--ready-file",
+            str(self.tmp / "learner.json"),
+            "--run-dir",
+            str(run_dir),
+            "--run.stop-when-solved",
+            "false",
+            *learner_flags,
+        )
+        info = rpc.read_ready_file(self.tmp / "learner.json", 60, _alive(learner))
+        return replay_addr, info["address"]
+
     def stop(self, name: str, timeout: float = 30) -> None:
         proc = self.procs.pop(name)
         if proc.poll() is None:
@@ -106,6 +126,12 @@ class Cluster:
                     p.kill()
             except psutil.Error:
                 pass
+        # Keep Ray's error logs (its temp dir is short-lived: unix socket paths).
+        for err in self.ray_tmp.glob("*/session_*/logs/*.err"):
+            if err.stat().st_size:
+                dest = self.tmp / "ray-logs" / err.parts[-4]
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy(err, dest / err.name)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
 
@@ -162,25 +188,7 @@ def test_fleet_follows_workers_and_scales_while_training_goes_on(tmp_path):
     try:
         c.ray_node("head", "head", f"--port={c.gcs_port}", f"--client-port={c.client_port}")
         c.ray_node("worker1", "worker", f"--address={NODE_IP}:{c.gcs_port}", "--num-cpus=1")
-        replay = c.dqn("replay", "replay-server", "--ready-file", str(tmp_path / "replay.json"))
-        replay_addr = rpc.read_ready_file(tmp_path / "replay.json", 60, _alive(replay))["address"]
-        learner = c.dqn(
-            "learner",
-            "learner",
-            "--replay-address",
-            replay_addr,
-            "--ready-file",
-            str(tmp_path / "learner.json"),
-            "--run-dir",
-            str(run_dir),
-            "--run.stop-when-solved",
-            "false",
-            "--eval.every-updates",
-            "500",
-        )
-        weights_addr = rpc.read_ready_file(tmp_path / "learner.json", 60, _alive(learner))[
-            "address"
-        ]
+        replay_addr, weights_addr = c.replay_and_learner(run_dir, "--eval.every-updates", "500")
         c.dqn(
             "actors",
             "actors",
@@ -199,7 +207,7 @@ def test_fleet_follows_workers_and_scales_while_training_goes_on(tmp_path):
         )
         fleet = rpc.read_ready_file(tmp_path / "fleet.json", 120, _alive(c.procs["actors"]))
         fleet_addr = fleet["address"]
-        pids = {"replay": replay.pid, "learner": learner.pid}
+        pids = {name: c.procs[name].pid for name in ("replay", "learner")}
         channel = rpc.channel(replay_addr)
         stub = pb_grpc.ReplayServiceStub(channel)
 
@@ -283,23 +291,7 @@ def test_process_fleet_scales_and_restarts_dead_actors(tmp_path):
     """No Ray at all (the GPU machine's case): plain actor processes, same control."""
     c = Cluster(tmp_path)
     try:
-        replay = c.dqn("replay", "replay-server", "--ready-file", str(tmp_path / "replay.json"))
-        replay_addr = rpc.read_ready_file(tmp_path / "replay.json", 60, _alive(replay))["address"]
-        learner = c.dqn(
-            "learner",
-            "learner",
-            "--replay-address",
-            replay_addr,
-            "--ready-file",
-            str(tmp_path / "learner.json"),
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--run.stop-when-solved",
-            "false",
-        )
-        weights_addr = rpc.read_ready_file(tmp_path / "learner.json", 60, _alive(learner))[
-            "address"
-        ]
+        replay_addr, weights_addr = c.replay_and_learner(tmp_path / "run")
         c.dqn(
             "actors",
             "actors",
