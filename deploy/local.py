@@ -185,17 +185,22 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
             + (["--resume"] if resume else [])
         )
 
-        from actors.fleet import RayFleet, init_ray, shutdown_ray
+        if config.actors.runner == "process":  # no Ray: e.g. a GPU box without it
+            from actors.process_fleet import ProcessFleet as Fleet
+        else:
+            from actors.fleet import RayFleet as Fleet
+            from actors.fleet import init_ray
 
-        init_ray("local", num_cpus=max(os.cpu_count() or 1, 1))
-        ray_started = True
+            init_ray("local", num_cpus=max(os.cpu_count() or 1, 1))
+            ray_started = True
         learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
-        fleet = RayFleet(config, replay_address, learner_info["address"], security)
+        fleet = Fleet(config, replay_address, learner_info["address"], security)
         fleet.start()
+        kind = "actor processes" if config.actors.runner == "process" else "Ray actors"
         print(
             f"[{time.time() - start_time:6.1f}s] training {config.env.id}: replay "
             f"{replay_address}, weights {learner_info['address']} ({learner_info['device']}), "
-            f"{config.actors.num_actors} Ray actors x {config.actors.envs_per_actor} envs; "
+            f"{config.actors.num_actors} {kind} x {config.actors.envs_per_actor} envs; "
             f"run dir {run_dir}",
             flush=True,
         )
@@ -220,6 +225,7 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
                 if replay_info.get("metrics_port"):
                     port += ["--replay.metrics-port", str(replay_info["metrics_port"])]
                 replay, replay_info = _start_replay([*common, *port], run_dir)
+            fleet.supervise()  # process actors: restart the dead (Ray restarts its own)
             stop.wait(0.2)
         code = 0 if learner.poll() == 0 else 1
     except KeyboardInterrupt:
@@ -235,6 +241,8 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
             except Exception as exc:  # noqa: BLE001 - best effort while shutting down
                 log.warning("fleet stop: %s", exc)
         if ray_started:
+            from actors.fleet import shutdown_ray
+
             shutdown_ray()
         _terminate(replay, "replay server")
         signal.signal(signal.SIGTERM, old_term)

@@ -74,3 +74,28 @@ def test_probe_q_values(tmp_path, env_id, expected):
     # Nothing left running: no part of this run, no Ray daemon it started.
     assert processes_mentioning(str(run_dir)) == []
     assert ray_daemons_of(result.pid) == []
+
+
+def test_probe_without_ray(tmp_path):
+    """`--actors.runner process`: the same run with plain actor processes and no Ray
+    (what a machine without Ray, like the lent GPU box, runs)."""
+    run_dir = tmp_path / "Probe5-v0"
+    result = dqn(
+        "train",
+        "--env",
+        "Probe5-v0",
+        "--run-dir",
+        str(run_dir),
+        *PROBE_ARGS,
+        "--actors.runner",
+        "process",
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1 actor processes" in result.stdout and "Ray actors" not in result.stdout
+    policy = torch.jit.load(str(run_dir / "policy.pt"))
+    for obs, q_expected in CASES[4][1].items():
+        q = policy(torch.tensor([[obs]], dtype=torch.float32))[0].tolist()
+        assert q == pytest.approx(q_expected, abs=TOL), f"obs {obs}: Q {q}"
+    assert ray_daemons_of(result.pid) == []
+    assert processes_mentioning(str(run_dir)) == []
