@@ -44,6 +44,9 @@ def make_server(
             # Accept the clients' 20 s keepalive pings even on idle channels; the default
             # (one per 5 min) answers them with GOAWAY "too_many_pings".
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            # and never close a transport over pings: an idle client's keepalives are
+            # not an attack worth a GOAWAY that fails its next call.
+            ("grpc.http2.max_ping_strikes", 0),
         ],
         maximum_concurrent_rpcs=max_workers * 4,
     )

@@ -188,8 +188,11 @@ def test_compose_cluster_trains_scales_and_recovers():
                 found.append(rec["mean"])
         return found
 
-    channel = rpc.channel(replay_addr, security=security)
-    stub = pb_grpc.ReplayServiceStub(channel)
+    def info() -> pb.InfoResponse:
+        # A fresh channel per call: the waits below leave a channel idle for minutes.
+        with rpc.channel(replay_addr, security=security) as ch:
+            return pb_grpc.ReplayServiceStub(ch).Info(pb.InfoRequest(), timeout=10)
+
     try:
         compose.run("up", "-d", "--no-build", "--scale", "ray-worker=3", timeout=600)
         assert len(compose.containers("ray-worker")) == 3
@@ -206,7 +209,7 @@ def test_compose_cluster_trains_scales_and_recovers():
         assert len({a["node"] for a in status["actor"]}) == 3, status
         inserted = _wait(
             "transitions flowing",
-            lambda: (n := stub.Info(pb.InfoRequest(), timeout=10).inserted) > 5_000 and n,
+            lambda: (n := info().inserted) > 5_000 and n,
             240,
             compose,
         )
@@ -240,11 +243,11 @@ def test_compose_cluster_trains_scales_and_recovers():
             compose,
         )
         assert st["actors"] == 3
-        after = stub.Info(pb.InfoRequest(), timeout=10).inserted
+        after = info().inserted
         assert after > inserted
         _wait(
             "transitions still flowing",
-            lambda: stub.Info(pb.InfoRequest(), timeout=10).inserted > after + 2_000,
+            lambda: info().inserted > after + 2_000,
             120,
             compose,
         )
@@ -253,7 +256,6 @@ def test_compose_cluster_trains_scales_and_recovers():
             f"{time.monotonic() - built:.0f} s"
         )
     finally:
-        channel.close()
         compose.run("down", "-v", "--remove-orphans", "-t", "10", timeout=300, check=False)
         left = subprocess.run(
             [
