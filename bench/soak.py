@@ -28,10 +28,7 @@ import argparse
 import collections
 import json
 import multiprocessing as mp
-import os
 import queue
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # spawned children re-run this as __mp_main__
     sys.path.insert(0, str(ROOT))
+
+from bench.common import ReplayServerProcess  # noqa: E402
 
 MiB = 1 << 20
 OBS_SHAPE = (4,)
@@ -212,21 +211,8 @@ def sampler_main(address: str, args: dict, go, results) -> None:
 
 
 # -- the parent ------------------------------------------------------------------------
-def _start_server(args, tmp: Path) -> tuple[subprocess.Popen, Path]:
-    ready, log = tmp / "replay.ready", tmp / "replay.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "dqn.cli",
-        "replay-server",
-        "--log-level",
-        "WARNING",
-        "--replay.host",
-        "127.0.0.1",
-        "--replay.port",
-        "0",
-        "--ready-file",
-        str(ready),
+def _server_flags(args) -> list[str]:
+    flags = [
         "--replay.capacity",
         str(args.capacity),
         "--replay.min-size",
@@ -240,38 +226,10 @@ def _start_server(args, tmp: Path) -> tuple[subprocess.Popen, Path]:
         str(args.sample_batches),
     ]
     if args.samples_per_insert is not None:
-        cmd += ["--replay.samples-per-insert", str(args.samples_per_insert)]
+        flags += ["--replay.samples-per-insert", str(args.samples_per_insert)]
     if args.spi_tolerance is not None:
-        cmd += ["--replay.spi-tolerance", str(args.spi_tolerance)]
-    cmd += args.extra
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DQN_")}  # hermetic
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
-    return proc, ready
-
-
-def _wait_ready(proc: subprocess.Popen, ready: Path, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise RuntimeError(f"replay server exited with {proc.returncode} before it was ready")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"replay server not ready after {timeout:.0f}s")
-        time.sleep(0.05)
-    return json.loads(ready.read_text())
-
-
-def _stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
+        flags += ["--replay.spi-tolerance", str(args.spi_tolerance)]
+    return flags + list(args.extra)
 
 
 def _pct(latencies: np.ndarray, q: float) -> float | None:
@@ -304,8 +262,8 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            proc, ready = _start_server(args, tmp)
-            address = _wait_ready(proc, ready, timeout=60)["address"]
+            replay = ReplayServerProcess(tmp, *_server_flags(args))
+            proc, address = replay.proc, replay.address
             server = psutil.Process(proc.pid)
             channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
             stub = pb_grpc.ReplayServiceStub(channel)
@@ -400,7 +358,7 @@ def run(args) -> int:
                     child.terminate()
                     child.join(timeout=5)
             if proc is not None:
-                _stop_server(proc)
+                replay.stop()
         server_log = (tmp / "replay.log").read_text(errors="replace")
 
     pushers = [v for (kind, _), v in outcomes.items() if kind == "pusher"]

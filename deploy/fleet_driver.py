@@ -17,6 +17,7 @@ import threading
 import time
 
 import grpc
+from grpc_health.v1 import health
 
 from dqn import rpc
 from dqn.config import Config
@@ -108,14 +109,13 @@ class FleetServicer(pb_grpc.FleetServiceServicer):
 
 def serve_control(
     controller: FleetController, config: Config, security: Security | None
-) -> tuple[grpc.Server, int]:
+) -> tuple[grpc.Server, health.HealthServicer, int]:
     server = rpc.make_server(4, max_workers=4, security=security)
     pb_grpc.add_FleetServiceServicer_to_server(FleetServicer(controller), server)
-    health = rpc.add_health(server, SERVICE_NAME)
+    health_servicer = rpc.add_health(server, SERVICE_NAME)
     port = rpc.bind(server, config.actors.control_host, config.actors.control_port, security)
     server.start()
-    server._dqn_health = health  # keep a reference for graceful shutdown
-    return server, port
+    return server, health_servicer, port
 
 
 def make_fleet(
@@ -152,7 +152,7 @@ def run_fleet(
     runner = config.actors.runner
     fleet = make_fleet(config, replay_address, weights_address, ray_address, security)
     controller = FleetController(fleet, config, runner)
-    server, port = serve_control(controller, config, security)
+    server, health_servicer, port = serve_control(controller, config, security)
     address = f"{config.actors.control_host}:{port}"
     log.info(
         "fleet control on %s; runner %s; target %s",
@@ -182,7 +182,7 @@ def run_fleet(
                 )
             stop.wait(reconcile_seconds)
     finally:
-        server._dqn_health.enter_graceful_shutdown()
+        health_servicer.enter_graceful_shutdown()
         server.stop(1.0).wait()
         fleet.stop()
         if runner != "process":
