@@ -218,10 +218,11 @@ class LearnerProcess:
                 u = self.dqn.updates
                 if u % lc.publish_every == 0:
                     self._publish()
-                if u % cfg.eval.every_updates == 0 and self._evaluate():
+                if u % cfg.eval.every_updates == 0 and self._evaluate() and rc.stop_when_solved:
+                    # stop_reason says why the loop ended; whether it solved along
+                    # the way is the summary's `solved`.
                     reason = "solved"
-                    if rc.stop_when_solved:
-                        break
+                    break
                 if lc.max_updates_per_sec > 0:
                     ahead = (u - rate_updates) / lc.max_updates_per_sec - (
                         time.monotonic() - rate_t0
