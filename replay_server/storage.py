@@ -45,8 +45,10 @@ class RingStorage:
         if n > self.capacity:  # only the newest `capacity` survive
             batch = {k: v[-self.capacity :] for k, v in batch.items()}
             n = self.capacity
-        slots = (self.cursor + np.arange(n)) % self.capacity
         first = min(n, self.capacity - self.cursor)
+        slots = np.arange(self.cursor, self.cursor + n)
+        if first < n:
+            slots[first:] -= self.capacity
         for name, col in self.columns.items():
             src = batch[name]
             col[self.cursor : self.cursor + first] = src[:first]
