@@ -69,7 +69,8 @@ def decode(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
             f"{dtype_name(tensor.dtype)} needs {expected}"
         )
     try:
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
+        arr = np.frombuffer(data, dtype=dtype)
+        return arr if len(shape) == 1 else arr.reshape(shape)
     except ValueError:  # e.g. [0, 2**62, 2**62]: zero elements, but too big for numpy
         raise CodecError(f"{field}: shape {list(shape)} cannot be represented") from None
 

@@ -45,6 +45,14 @@ class BatchSpec:
             "terminated": (np.dtype(np.bool_), ()),
             "discount": (np.dtype(np.float32), ()),
         }
+        obs_check = "finite" if self.obs_dtype.kind == "f" else ""
+        checks = {"obs": obs_check, "next_obs": obs_check, "reward": "finite"}
+        checks.update(action="action", terminated="bool", discount="unit")
+        # What validate_batch walks for every batch: (name, field, dtype, inner, check).
+        self.fields = tuple(
+            (name, f"batch.{name}", dtype, inner, checks[name])
+            for name, (dtype, inner) in self.columns.items()
+        )
 
 
 def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.ndarray]:
@@ -61,8 +69,8 @@ def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.n
         )
     out: dict[str, np.ndarray] = {}
     n = None
-    for name, (dtype, inner) in spec.columns.items():
-        field = f"batch.{name}"
+    n_actions = spec.n_actions
+    for name, field, dtype, inner, check in spec.fields:
         if not batch.HasField(name):
             raise _invalid(f"{field}: missing")
         tensor = getattr(batch, name)
@@ -75,7 +83,7 @@ def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.n
                 f"{field}: dtype {codec.dtype_name(tensor.dtype)}, expected "
                 f"{codec.proto_dtype_name(dtype)}"
             )
-        if arr.ndim != 1 + len(inner) or arr.shape[1:] != inner:
+        if arr.shape[1:] != inner or arr.ndim != 1 + len(inner):
             expected = ", ".join(["N", *map(str, inner)])
             raise _invalid(f"{field}: shape {list(arr.shape)}, expected [{expected}]")
         if n is None:
@@ -89,21 +97,20 @@ def validate_batch(batch: pb.TransitionBatch, spec: BatchSpec) -> dict[str, np.n
                 )
         elif arr.shape[0] != n:
             raise _invalid(f"{field}: {arr.shape[0]} rows, but batch.obs has {n}")
-        if arr.dtype.kind == "f" and not _all_finite(arr):
+        # Each check is one reduction (or one bytes call): this runs for every batch.
+        if check == "finite" and not _all_finite(arr):
             raise _invalid(f"{field}: contains NaN or infinite values")
-        if arr.dtype == np.bool_ and np.maximum.reduce(arr.view(np.uint8), axis=None) > 1:
+        if check == "unit" and not _in_unit_interval(arr):
+            if not _all_finite(arr):
+                raise _invalid(f"{field}: contains NaN or infinite values")
+            raise _invalid(f"{field}: values must lie in [0, 1]")
+        if check == "bool" and tensor.data.translate(None, b"\x00\x01"):  # not just 0s, 1s
             raise _invalid(f"{field}: bool bytes must be 0 or 1")
+        # Viewed as unsigned, a negative action is huge: one reduction checks both ends.
+        if check == "action" and np.maximum.reduce(arr.view(np.uint64), axis=None) >= n_actions:
+            bad = arr[(arr < 0) | (arr >= n_actions)][0]
+            raise _invalid(f"{field}: value {int(bad)} out of range [0, {n_actions})")
         out[name] = arr
-    action = out["action"]
-    # Viewed as unsigned, a negative action is huge: one reduction checks both ends.
-    if np.maximum.reduce(action.view(np.uint64), axis=None) >= spec.n_actions:
-        bad = (action < 0) | (action >= spec.n_actions)
-        raise _invalid(
-            f"batch.action: value {int(action[bad][0])} out of range [0, {spec.n_actions})"
-        )
-    discount = out["discount"]  # finite by now
-    if np.minimum.reduce(discount, axis=None) < 0 or np.maximum.reduce(discount, axis=None) > 1:
-        raise _invalid("batch.discount: values must lie in [0, 1]")
     if batch.HasField("priority"):
         out["priority"] = _priorities(batch.priority, "batch.priority", n)
     _check_bookkeeping(batch)
@@ -120,6 +127,11 @@ def _all_finite(arr: np.ndarray) -> bool:
     if arr.dtype == np.float32:
         return math.isfinite(np.add.reduce(arr, axis=None, dtype=np.float64))
     return bool(np.isfinite(arr).all())
+
+
+def _in_unit_interval(arr: np.ndarray) -> bool:
+    """Every element in [0, 1]; False for NaN too (it fails both comparisons)."""
+    return bool(np.minimum.reduce(arr, axis=None) >= 0 and np.maximum.reduce(arr, axis=None) <= 1)
 
 
 def _column(tensor: pb.Tensor, field: str, dtype) -> np.ndarray:
