@@ -126,6 +126,9 @@ class LearnerProcess:
         self._info: pb.InfoResponse | None = None  # the latest replay Info
         # Figures of the latest progress report, read by /metrics scrapes.
         self._latest: dict[str, float] = {}
+        # (monotonic time, updates, env steps) at the start of the current progress
+        # interval and of the one before it (see :meth:`_report`).
+        self._mark = self._prev_mark = (time.monotonic(), 0, 0)
         self.telemetry = MetricsEndpoint(lc.host, lc.metrics_port, self._series)
 
     # -- checkpoints ----------------------------------------------------------------
@@ -196,12 +199,7 @@ class LearnerProcess:
                 security=self.security,
             )
         last_progress = last_ckpt = last_info = last_plot = time.monotonic()
-        rate_t0, rate_updates, rate_steps = (
-            time.monotonic(),
-            self.dqn.updates,
-            self.progress.env_steps,
-        )
-        rates = (0.0, 0.0)
+        self._mark = self._prev_mark = (last_progress, self.dqn.updates, self.progress.env_steps)
         stats: dict = {}
         reason = "stopped"
         update = self.dqn
@@ -224,6 +222,7 @@ class LearnerProcess:
                     reason = "solved"
                     break
                 if lc.max_updates_per_sec > 0:
+                    rate_t0, rate_updates, _ = self._mark
                     ahead = (u - rate_updates) / lc.max_updates_per_sec - (
                         time.monotonic() - rate_t0
                     )
@@ -234,14 +233,8 @@ class LearnerProcess:
                 last_info = now
                 self._poll_replay()
             if now - last_progress >= rc.progress_every_seconds:
-                dt = now - rate_t0
-                rates = (
-                    (self.progress.env_steps - rate_steps) / dt,
-                    (self.dqn.updates - rate_updates) / dt,
-                )
-                rate_t0, rate_updates, rate_steps = now, self.dqn.updates, self.progress.env_steps
                 last_progress = now
-                self._report(rates, stats)
+                self._report(stats)
             if now - last_plot >= rc.plot_every_seconds:
                 last_plot = now
                 self.metrics.refresh_plot(*self._curve_args())
@@ -257,7 +250,7 @@ class LearnerProcess:
             if self.dqn.updates >= rc.max_updates:
                 reason = "max_updates"
                 break
-        return self.finish(reason)
+        return self.finish(reason, stats)
 
     def _publish(self) -> None:
         self.weights.publisher.publish(
@@ -310,7 +303,20 @@ class LearnerProcess:
             export_policy(self.dqn.online, self.obs_shape, self.run_dir / "policy.pt")
         return solved
 
-    def _report(self, rates, stats) -> None:
+    def _report(self, stats: dict, final: bool = False) -> None:
+        """A progress line and ``progress`` record; rates over the interval since the
+        previous report. The final report of a run (``final``) covers the rest of the
+        run, however short; if that is under one replay poll (0.5 s: env steps are only
+        seen that often), its rates span the interval before it too."""
+        now = time.monotonic()
+        mark = self._prev_mark if final and now - self._mark[0] < 0.5 else self._mark
+        dt = max(now - mark[0], 1e-9)
+        rates = (
+            (self.progress.env_steps - mark[2]) / dt,
+            (self.dqn.updates - mark[1]) / dt,
+        )
+        self._prev_mark = self._mark
+        self._mark = (now, self.dqn.updates, self.progress.env_steps)
         p = self.progress
         info = self._info
         recent = self.metrics.recent_return()
@@ -342,6 +348,7 @@ class LearnerProcess:
             replay_bytes=info.obs_bytes if info else 0,
             samples_per_insert=info.samples_per_insert if info else 0.0,
             recent_return=recent if recent is not None else 0.0,
+            **({"final": True} if final else {}),
         )
         tb = {
             "speed/env_steps_per_s": rates[0],
@@ -446,9 +453,11 @@ class LearnerProcess:
             ),
         ]
 
-    def finish(self, reason: str) -> dict:
+    def finish(self, reason: str, stats: dict | None = None) -> dict:
+        """Final progress report, evaluation, policy, checkpoint, summary and curve."""
         p = self.progress
         self._poll_replay()
+        self._report(stats or {}, final=True)  # every run ends with its final figures
         if p.solved_at is None and (not p.evals or p.evals[-1][1] != self.dqn.updates):
             self._evaluate()
         if p.solved_at is None:
