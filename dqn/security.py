@@ -2,8 +2,13 @@
 
 * **Token.** Clients send ``authorization: Bearer <token>`` metadata on every call;
   servers compare it in constant time (:func:`hmac.compare_digest`) and answer
-  ``UNAUTHENTICATED`` otherwise. gRPC health checking stays open (it reveals
-  nothing and lets orchestrators probe liveness without the secret).
+  ``UNAUTHENTICATED`` otherwise ("missing token", "invalid token"). A call carrying
+  more than one ``authorization`` value is refused whatever the values are
+  (``UNAUTHENTICATED`` "more than one authorization value"): no order of a wrong and
+  a right token gets in. gRPC health checking stays open (it reveals nothing and
+  lets orchestrators probe liveness without the secret). The same rule runs in the
+  synchronous servers (:class:`TokenAuthInterceptor`) and the asyncio ones
+  (:class:`AioTokenAuthInterceptor`).
 * **TLS.** With a certificate and key the server listens with TLS; with a CA it also
   verifies client certificates (mutual TLS) when ``client_auth`` is set. Clients
   verify the server against the CA and present their own certificate for mTLS.
@@ -25,6 +30,7 @@ import grpc
 
 TOKEN_ENV = "DQN_AUTH_TOKEN"
 OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"
+MULTIPLE_TOKENS = "more than one authorization value"
 
 
 class SecurityError(ValueError):
@@ -91,6 +97,54 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
     def abort(request_or_iterator, context):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
+    return handler_like(handler, abort)
+
+
+def token_denial(metadata, expected: bytes) -> str | None:
+    """Why a call with ``metadata`` is refused (None: let in). ``expected`` is
+    ``b"Bearer <token>"``; the comparison takes constant time."""
+    values = [
+        value if isinstance(value, str) else value.decode(errors="replace")
+        for key, value in metadata or ()
+        if key == "authorization"
+    ]
+    if len(values) > 1:
+        return MULTIPLE_TOKENS
+    got = values[0] if values else ""
+    if hmac.compare_digest(got.encode(), expected):
+        return None
+    return "missing token" if not got else "invalid token"
+
+
+def _expected(token: str) -> bytes:
+    if not token:
+        raise SecurityError("token: must not be empty")
+    return f"Bearer {token}".encode()
+
+
+class TokenAuthInterceptor(grpc.ServerInterceptor):
+    """Refuses every call (but health checks) without the right bearer token."""
+
+    def __init__(self, token: str):
+        self._expected = _expected(token)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(OPEN_METHODS_PREFIX):
+            return handler
+        denial = token_denial(handler_call_details.invocation_metadata, self._expected)
+        return handler if denial is None else _deny(handler, denial)
+
+
+def _aio_deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    async def abort(request_or_iterator, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    return handler_like(handler, abort)
+
+
+def handler_like(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s kind and (de)serializers that runs ``behaviour``."""
     if handler.request_streaming and handler.response_streaming:
         make = grpc.stream_stream_rpc_method_handler
     elif handler.request_streaming:
@@ -100,35 +154,32 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
     else:
         make = grpc.unary_unary_rpc_method_handler
     return make(
-        abort,
+        behaviour,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Refuses every call (but health checks) without the right bearer token."""
+class AioTokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """:class:`TokenAuthInterceptor` for ``grpc.aio`` servers: the same rule and messages."""
 
     def __init__(self, token: str):
-        if not token:
-            raise SecurityError("token: must not be empty")
-        self._expected = f"Bearer {token}".encode()
+        self._expected = _expected(token)
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_METHODS_PREFIX):
             return handler
-        got = ""
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "authorization":
-                got = value if isinstance(value, str) else value.decode(errors="replace")
-        if hmac.compare_digest(got.encode(), self._expected):
-            return handler
-        return _deny(handler, "missing token" if not got else "invalid token")
+        denial = token_denial(handler_call_details.invocation_metadata, self._expected)
+        return handler if denial is None else _aio_deny(handler, denial)
 
 
 def server_interceptors(security: Security | None) -> list[grpc.ServerInterceptor]:
     return [TokenAuthInterceptor(security.token)] if security and security.token else []
+
+
+def aio_server_interceptors(security: Security | None) -> list[grpc.aio.ServerInterceptor]:
+    return [AioTokenAuthInterceptor(security.token)] if security and security.token else []
 
 
 def server_credentials(security: Security) -> grpc.ServerCredentials:

@@ -91,6 +91,35 @@ def test_every_rpc_refuses_a_missing_or_wrong_token(token_servers, client_token,
     assert servicer.storage.size == 0 and servicer.inserted == 0  # nothing got in
 
 
+@pytest.mark.parametrize(
+    "values",
+    [("wrong", TOKEN), (TOKEN, "wrong"), (TOKEN, TOKEN)],
+    ids=["wrong-right", "right-wrong", "right-right"],
+)
+def test_more_than_one_authorization_value_is_refused_in_any_order(token_servers, values):
+    replay, weights = token_servers
+    metadata = tuple(("authorization", f"Bearer {v}") for v in values)
+    with rpc.channel(replay.address) as rc, rpc.channel(weights.address) as wc:
+        replay_stub = pb_grpc.ReplayServiceStub(rc)
+        weights_stub = pb_grpc.WeightServiceStub(wc)
+        calls = {
+            "Push": lambda: replay_stub.Push(iter([_batch()]), timeout=5, metadata=metadata),
+            "Info": lambda: replay_stub.Info(pb.InfoRequest(), timeout=5, metadata=metadata),
+            "GetWeights": lambda: weights_stub.GetWeights(
+                pb.GetWeightsRequest(), timeout=5, metadata=metadata
+            ),
+            "WatchWeights": lambda: next(
+                weights_stub.WatchWeights(pb.WatchWeightsRequest(), timeout=5, metadata=metadata)
+            ),
+        }
+        for name, call in calls.items():
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+            assert err.value.details() == "more than one authorization value", name
+    assert replay.servicer.inserted == 0
+
+
 def test_the_right_token_is_let_in_and_health_stays_open(token_servers):
     replay, weights = token_servers
     good = Security(token=TOKEN)
