@@ -333,8 +333,16 @@ class LearnerProcess:
             line += f" | replay {info.size:,} lag {info.policy_lag:.1f}"
         if waiting:
             line += f" | waiting: {waiting}"
-        print(line, flush=True)
         q_mean = float(stats["q_mean"]) if stats else float("nan")
+        # /metrics shows these figures by the time anyone can read the line.
+        self._latest = {
+            "loss": loss,
+            "q_mean": q_mean,
+            "env_steps_per_s": rates[0],
+            "updates_per_s": rates[1],
+            "recent_return": recent if recent is not None else float("nan"),
+        }
+        print(line, flush=True)
         self.metrics.log(
             "progress",
             p.env_steps,
@@ -368,13 +376,6 @@ class LearnerProcess:
         if recent is not None:
             tb["episode/return_recent"] = recent
         self.metrics.scalars(p.env_steps, tb)
-        self._latest = {
-            "loss": loss,
-            "q_mean": q_mean,
-            "env_steps_per_s": rates[0],
-            "updates_per_s": rates[1],
-            "recent_return": recent if recent is not None else float("nan"),
-        }
 
     def _series(self) -> list[Series]:
         """The learner's /metrics, read at scrape time (loss and rates: the latest

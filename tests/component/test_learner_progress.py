@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -13,7 +14,7 @@ from tests.component._helpers import columns, make_batch, push, replay_stub
 pytestmark = pytest.mark.component
 
 
-def _run(replay_server_factory, run_dir, **run_fields):
+def _run(replay_server_factory, run_dir, started=None, **run_fields):
     from dqn.config import build
     from learner.main import LearnerProcess
 
@@ -32,6 +33,8 @@ def _run(replay_server_factory, run_dir, **run_fields):
         }
     )
     learner = LearnerProcess(config, replay.address)
+    if started is not None:
+        started(learner)
     try:
         learner.start()
         summary = learner.run()
@@ -77,3 +80,34 @@ def test_periodic_records_then_one_final_record_with_the_summary_count(
     assert counts == sorted(counts)
     for r in progress:
         assert math.isfinite(r["updates_per_s"]) and r["updates_per_s"] >= 0, r
+
+
+def test_metrics_hold_a_progress_lines_figures_once_it_is_printed(
+    replay_server_factory, tmp_path, monkeypatch
+):
+    """Whoever reads a progress line (a person, a test) and then scrapes /metrics sees
+    that line's figures, never the previous report's (or NaN before the first)."""
+    import learner.main as learner_main
+
+    holder = {}
+    checked = []
+
+    def spy(line, **kwargs):
+        if "| updates" in line:
+            series = {s.name: s.value for s in holder["learner"]._series()}
+            per_s = re.search(r"updates +[\d,]+ \( *(\d+)/s\)", line)[1]
+            loss = re.search(r"\| loss (\S+)", line)[1]
+            assert f"{series['dqn_learner_updates_per_second']:.0f}" == per_s, line
+            assert f"{series['dqn_learner_loss']:.4f}" == loss, line
+            checked.append(line)
+
+    monkeypatch.setattr(learner_main, "print", spy, raising=False)
+    summary, progress = _run(
+        replay_server_factory,
+        tmp_path / "run",
+        started=lambda learner: holder.update(learner=learner),
+        max_updates=60,
+        progress_every_seconds=0.01,
+    )
+    assert summary["updates"] == 60
+    assert len(checked) == len(progress) >= 1
