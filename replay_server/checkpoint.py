@@ -37,7 +37,8 @@ from dqn.v1 import replay_pb2 as pb
 from replay_server.rate_limiter import RateLimiter
 
 log = logging.getLogger("replay_server.checkpoint")
-FORMAT = 1
+FORMAT = 2  # 2: per-(actor, incarnation) dedup state; format 1 files still load
+READABLE_FORMATS = (1, 2)
 _EPISODE_FIELDS = ("actor_id", "episode_return", "length", "truncated")
 PRIORITY_ARRAYS = (
     "priority_weight",
@@ -63,7 +64,9 @@ class ReplayState:
     size: int
     columns: dict[str, np.ndarray]  # the first ``size`` rows of each storage column
     counters: dict[str, int]  # servicer counters, by attribute name
-    actors: dict[int, dict]  # actor_id -> dedupe/bookkeeping fields
+    # ActorBook.state(): per-(actor, incarnation) dedup and bookkeeping (a file of
+    # format 1 holds {actor_id: fields} with one life per actor; ActorBook reads both).
+    actors: dict
     episodes: list[tuple[int, pb.Episode]] = field(default_factory=list)
     limiter: dict = field(default_factory=dict)
     # Prioritized replay (see Priorities.state): weights and keys of the first ``size``
@@ -107,7 +110,7 @@ def _meta(state: ReplayState) -> dict:
         "cursor": state.cursor,
         "size": state.size,
         "counters": state.counters,
-        "actors": {str(k): v for k, v in state.actors.items()},
+        "actors": state.actors,
         "episodes": [
             [cursor, *(getattr(ep, f) for f in _EPISODE_FIELDS)] for cursor, ep in state.episodes
         ],
@@ -129,7 +132,7 @@ def _from_meta(meta: dict, columns: dict[str, np.ndarray]) -> ReplayState:
         size=int(meta["size"]),
         columns=columns,
         counters=meta["counters"],
-        actors={int(k): v for k, v in meta["actors"].items()},
+        actors=meta["actors"],
         episodes=episodes,
         limiter=meta["limiter"],
     )
@@ -176,7 +179,7 @@ def load(path: str | os.PathLike) -> ReplayState:
                 if PRIORITY_ARRAYS[0] in data.files
                 else None
             )
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in READABLE_FORMATS:
             raise ValueError(f"format {meta.get('format')!r}, this server reads {FORMAT}")
         state = _from_meta(meta, columns)
         state.priorities = priorities

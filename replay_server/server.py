@@ -93,6 +93,7 @@ class ReplayServer:
             priorities=(
                 Priorities(r.capacity, r.priority_alpha, r.priority_eps) if r.prioritized else None
             ),
+            max_message_bytes=r.max_message_mb * rpc.MiB,
         )
         self._security = security
         self._server = rpc.make_server(r.max_message_mb, RPC_THREADS, security)

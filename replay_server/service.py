@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from dataclasses import asdict, dataclass
 
 import grpc
 import numpy as np
@@ -16,6 +15,7 @@ from dqn.interfaces import TRANSITION_COLUMNS as COLUMNS
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from replay_server import checkpoint
+from replay_server.bookkeeping import MAX_COUNTER, ActorBook, saturate
 from replay_server.priorities import Priorities
 from replay_server.rate_limiter import RateLimiter
 from replay_server.storage import RingStorage
@@ -28,16 +28,9 @@ from replay_server.validation import (
 
 MAX_SAMPLE_TRANSITIONS = 1 << 20
 EPISODES_KEPT = 10_000
-
-
-@dataclass
-class _ActorState:
-    incarnation: int = 0
-    last_sequence: int = 0
-    policy_version: int = 0
-    epsilon: float = 0.0
-    env_steps: int = 0  # this incarnation
-    env_steps_before: int = 0  # earlier incarnations
+# Bytes a SampleResponse spends besides its rows (field tags, shapes, counters): a
+# generous bound, so an answer judged to fit always does.
+SAMPLE_OVERHEAD_BYTES = 4096
 
 
 class ReplayServicer(pb_grpc.ReplayServiceServicer):
@@ -51,6 +44,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         rng: np.random.Generator,
         max_waiting_pushers: int = 16,
         priorities: Priorities | None = None,
+        max_message_bytes: int = 64 << 20,
     ):
         self.storage = storage
         self.priorities = priorities  # None: uniform replay, and no PER cost anywhere
@@ -66,7 +60,13 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         self.rejected = 0
         self.duplicates = 0
         self.learner_version = 0
-        self.actors: dict[int, _ActorState] = {}
+        self.book = ActorBook()
+        self.max_message_bytes = max_message_bytes
+        # Bytes one sampled row takes in a SampleResponse (index, key, probability too
+        # on a prioritized server), to refuse answers that could never be sent.
+        self.sample_row_bytes = sum(col[:1].nbytes for col in storage.columns.values()) + (
+            24 if priorities is not None else 0
+        )
         self.episodes: collections.deque[tuple[int, pb.Episode]] = collections.deque(
             maxlen=EPISODES_KEPT
         )
@@ -99,7 +99,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                     **{k: getattr(self, k) for k in self.COUNTERS},
                     "learner_version": self.learner_version,
                 },
-                actors={k: asdict(a) for k, a in self.actors.items()},
+                actors=self.book.state(),
                 episodes=list(self.episodes),
                 limiter=checkpoint.limiter_state(self.limiter),
                 priorities=self.priorities.state(s.size) if self.priorities else None,
@@ -115,8 +115,8 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         with self.cond:
             s.load_state({"cursor": state.cursor, "size": state.size, **state.full_columns()})
             for name in (*self.COUNTERS, "learner_version"):
-                setattr(self, name, int(state.counters[name]))
-            self.actors = {k: _ActorState(**v) for k, v in state.actors.items()}
+                setattr(self, name, saturate(state.counters[name]))
+            self.book.load_state(state.actors)
             self.episodes.clear()
             self.episodes.extend(state.episodes)
             checkpoint.load_limiter_state(self.limiter, state.limiter)
@@ -137,19 +137,11 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             except BatchError as exc:
                 self._reject(context, exc.code, exc.message)
             with self.cond:
-                if not self._is_duplicate(batch) and not self.limiter.can_insert(
+                if not self.book.is_duplicate(batch) and not self.limiter.can_insert(
                     self.storage.size, n
                 ):
                     self._wait_to_insert(batch, n, context)
-                actor = self.actors.setdefault(batch.actor_id, _ActorState())
-                if batch.incarnation != actor.incarnation:
-                    actor.env_steps_before += actor.env_steps
-                    actor.incarnation, actor.last_sequence, actor.env_steps = (
-                        batch.incarnation,
-                        0,
-                        0,
-                    )
-                if batch.sequence <= actor.last_sequence:
+                if self.book.is_duplicate(batch):
                     self.duplicates += 1
                     duplicates += 1
                     continue
@@ -159,12 +151,9 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                     self.priorities.on_insert(slots, None if raw is None else raw[-len(slots) :])
                 self.limiter.record_insert(self.storage.size, n)
                 self.inserted += n
-                actor.last_sequence = batch.sequence
-                actor.policy_version = batch.policy_version
+                self.book.record(batch)
                 # An actor can only hold a version the learner already published.
                 self.learner_version = max(self.learner_version, batch.policy_version)
-                actor.epsilon = batch.epsilon
-                actor.env_steps = max(actor.env_steps, batch.actor_env_steps)
                 for ep in batch.episodes:
                     self.episodes_total += 1
                     self.episodes.append((self.episodes_total, ep))
@@ -190,6 +179,20 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"batch_size * num_batches: {total} exceeds {MAX_SAMPLE_TRANSITIONS}",
+            )
+        if request.learner_version > MAX_COUNTER:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"learner_version: {request.learner_version} exceeds the largest allowed, 2**53",
+            )
+        answer = total * self.sample_row_bytes + SAMPLE_OVERHEAD_BYTES
+        if answer > self.max_message_bytes:
+            # Refused before any work: nothing is allocated, nothing counted as sampled.
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"batch_size * num_batches: {total} rows of {self.sample_row_bytes} bytes "
+                f"would make a {answer:,}-byte answer, over the message limit of "
+                f"{self.max_message_bytes:,} bytes (replay.max_message_mb)",
             )
         deadline = time.monotonic() + request.timeout_ms / 1000.0
         with self.cond:
@@ -230,13 +233,15 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 "replay.prioritized: this replay server samples uniformly",
             )
         try:
-            index, key, priority = validate_priority_update(request, self.storage.capacity)
+            with self.cond:
+                index, key, priority = validate_priority_update(
+                    request, self.storage.capacity, self.storage.size
+                )
+                stale = self.priorities.update(index, key, priority)
+                self.priority_updates += len(index) - stale
+                self.stale_priority_updates += stale
         except BatchError as exc:
             self._reject(context, exc.code, exc.message)
-        with self.cond:
-            stale = self.priorities.update(index, key, priority)
-            self.priority_updates += len(index) - stale
-            self.stale_priority_updates += stale
         return pb.UpdatePrioritiesResponse(updated=len(index) - stale, stale=stale)
 
     # -- Info ---------------------------------------------------------------------
@@ -246,32 +251,20 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             reply = pb.InfoResponse(
                 capacity=self.storage.capacity,
                 size=self.storage.size,
-                inserted=self.inserted,
-                sampled=self.sampled,
-                rejected_batches=self.rejected,
-                duplicate_batches=self.duplicates,
-                episodes_total=self.episodes_total,
-                episodes_cursor=self.episodes_total,
+                inserted=saturate(self.inserted),
+                sampled=saturate(self.sampled),
+                rejected_batches=saturate(self.rejected),
+                duplicate_batches=saturate(self.duplicates),
+                episodes_total=saturate(self.episodes_total),
+                episodes_cursor=saturate(self.episodes_total),
                 samples_per_insert=self.sampled / self.inserted if self.inserted else 0.0,
                 obs_bytes=self.storage.nbytes,
                 num_actions=self.spec.n_actions,
                 obs_shape=self.spec.obs_shape,
-                priority_updates=self.priority_updates,
-                stale_priority_updates=self.stale_priority_updates,
+                priority_updates=saturate(self.priority_updates),
+                stale_priority_updates=saturate(self.stale_priority_updates),
             )
-            lags = []
-            for actor_id, a in sorted(self.actors.items()):
-                steps = a.env_steps_before + a.env_steps
-                reply.env_steps += steps
-                reply.actors.add(
-                    actor_id=actor_id,
-                    last_sequence=a.last_sequence,
-                    policy_version=a.policy_version,
-                    epsilon=a.epsilon,
-                    env_steps=steps,
-                )
-                lags.append(self.learner_version - a.policy_version)
-            reply.policy_lag = float(np.mean(lags)) if lags else 0.0
+            self.book.fill_info(reply, self.learner_version)
             for cursor, ep in self.episodes:
                 if cursor > request.episodes_after:
                     reply.episodes.append(ep)
@@ -306,14 +299,6 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 f"(at most {largest} per batch with these settings)",
             )
 
-    def _is_duplicate(self, batch: pb.TransitionBatch) -> bool:
-        actor = self.actors.get(batch.actor_id)
-        return (
-            actor is not None
-            and actor.incarnation == batch.incarnation
-            and batch.sequence <= actor.last_sequence
-        )
-
     def _wait_to_insert(self, batch: pb.TransitionBatch, n: int, context) -> None:
         """Backpressure: hold the push until the band admits it (condition held).
 
@@ -329,7 +314,9 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         self.waiting_pushers += 1
         try:
             ok = self._wait(
-                lambda: self._is_duplicate(batch) or self.limiter.can_insert(self.storage.size, n),
+                lambda: (
+                    self.book.is_duplicate(batch) or self.limiter.can_insert(self.storage.size, n)
+                ),
                 context,
             )
         finally:

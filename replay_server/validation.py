@@ -14,6 +14,7 @@ import numpy as np
 
 from dqn import codec
 from dqn.v1 import replay_pb2 as pb
+from replay_server.bookkeeping import MAX_COUNTER
 
 
 class BatchError(Exception):
@@ -156,9 +157,12 @@ def _priorities(tensor: pb.Tensor, field: str, n: int) -> np.ndarray:
 
 
 def validate_priority_update(
-    request: pb.UpdatePrioritiesRequest, capacity: int
+    request: pb.UpdatePrioritiesRequest, capacity: int, size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode and check an UpdatePrioritiesRequest: ``(index, key, priority)``, ``[M]`` each."""
+    """Decode and check an UpdatePrioritiesRequest: ``(index, key, priority)``, ``[M]`` each.
+
+    Every index must name a written slot (``< size``): a priority on an empty slot
+    would let Sample return a row that was never inserted."""
     for name in ("index", "key", "priority"):
         if not request.HasField(name):
             raise _invalid(f"{name}: missing")
@@ -170,10 +174,22 @@ def validate_priority_update(
     bad = (index < 0) | (index >= capacity)
     if bad.any():
         raise _invalid(f"index: value {int(index[bad][0])} out of range [0, {capacity})")
+    empty = index >= size
+    if empty.any():
+        raise _invalid(
+            f"index: value {int(index[empty][0])} names a slot that holds no transition "
+            f"(the replay holds {size})"
+        )
     return index, key, priority
 
 
 def _check_bookkeeping(batch: pb.TransitionBatch) -> None:
+    # Counters no client can reach (2**53 env steps is 285 years at 1M/s): refused, so
+    # one client's impossible values never reach the sums and means Info reports.
+    for name in ("sequence", "policy_version", "actor_env_steps"):
+        value = getattr(batch, name)
+        if value > MAX_COUNTER:
+            raise _invalid(f"batch.{name}: {value} exceeds the largest allowed, 2**53")
     if not 0.0 <= batch.epsilon <= 1.0:  # also false for NaN
         raise _invalid(f"batch.epsilon: must lie in [0, 1], got {batch.epsilon}")
     for i, ep in enumerate(batch.episodes):

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class ReplayServiceStub:
     """Central experience replay. Stateless per call; all RPCs are safe to retry except
-    Push, whose duplicates are dropped by (actor_id, sequence).
+    Push, whose duplicates are dropped by (actor_id, incarnation, sequence).
     """
 
     def __init__(self, channel):
@@ -60,7 +60,7 @@ class ReplayServiceStub:
 
 class ReplayServiceServicer:
     """Central experience replay. Stateless per call; all RPCs are safe to retry except
-    Push, whose duplicates are dropped by (actor_id, sequence).
+    Push, whose duplicates are dropped by (actor_id, incarnation, sequence).
     """
 
     def Push(self, request_iterator, context):
@@ -78,7 +78,10 @@ class ReplayServiceServicer:
         """Sample `num_batches` batches of `batch_size` transitions (uniformly, or in
         proportion to priority on a prioritized server, stratified per batch), after the
         buffer holds its minimum size and within the samples-per-insert band; waits up
-        to `timeout_ms` for that, then answers with zero batches and a reason.
+        to `timeout_ms` for that, then answers with zero batches and a reason. Returns
+        only transitions that were inserted. A request whose answer could not be sent
+        (over the server's message limit in bytes) is refused up front with
+        RESOURCE_EXHAUSTED naming batch_size * num_batches, and counts as no sample.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,7 +138,7 @@ def add_ReplayServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ReplayService:
     """Central experience replay. Stateless per call; all RPCs are safe to retry except
-    Push, whose duplicates are dropped by (actor_id, sequence).
+    Push, whose duplicates are dropped by (actor_id, incarnation, sequence).
     """
 
     @staticmethod

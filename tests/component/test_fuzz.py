@@ -229,12 +229,7 @@ class Harness:
         servicer, storage = self.server.servicer, self.server.servicer.storage
         with servicer.cond:
             cursor = storage.cursor
-            actor = servicer.actors.get(batch.actor_id)
-            duplicate = (
-                actor is not None
-                and actor.incarnation == batch.incarnation
-                and batch.sequence <= actor.last_sequence
-            )
+            duplicate = servicer.book.is_duplicate(batch)
         reply = self.send_all(request)
         n = len(cols["action"])
         event("duplicate" if duplicate else "accepted")
