@@ -25,7 +25,7 @@ from tests.component._helpers import columns_for, info, make_batch, push, replay
 pytestmark = pytest.mark.component
 
 
-def wait_until(predicate, timeout: float = 10.0, poll: float = 0.01) -> bool:
+def wait_until(predicate, timeout: float = 30.0, poll: float = 0.01) -> bool:
     """Poll ``predicate`` (no event to wait on) until true or ``timeout``."""
     deadline = time.monotonic() + timeout
     idle = threading.Event()
@@ -55,15 +55,26 @@ def test_writer_close_flushes_a_full_queue_under_backpressure(replay_server):
     (the server is applying backpressure)."""
     max_pending = 4
     writer = GrpcReplayWriter(replay_server.address, max_pending=max_pending, max_per_call=1)
-    closer = threading.Thread(target=writer.close, kwargs={"timeout": 10.0})
+    closer = threading.Thread(target=writer.close, kwargs={"timeout": 30.0})
+    # close() is caught in the act: waiting for room in the full queue.
+    blocked = threading.Event()
+    wait_for_room = writer._queue.not_full.wait
+
+    def spy_wait(*args, **kwargs):
+        blocked.set()
+        return wait_for_room(*args, **kwargs)
+
     with replay_server.servicer.cond:  # the server stalls every Push before storing
         # the sender takes batch 1 and blocks in Push; the next max_pending fill the queue
         for seq in range(1, max_pending + 2):
             writer.write(make_batch(seq, (seq - 1) * 10, 10))
         assert writer._queue.full()
+        writer._queue.not_full.wait = spy_wait  # from now on only close() waits for room
         closer.start()
-        writer._closed.wait(1.0)  # close() has given up on the queue (or is still waiting)
-    closer.join(15)
+        # Release the server only once close() waits on the full queue (or has given up
+        # on it), however long the thread takes to get there.
+        assert wait_until(lambda: blocked.is_set() or writer._closed.is_set())
+    closer.join(40)
     assert not closer.is_alive()
     channel, stub = replay_stub(replay_server.address)
     with channel:
