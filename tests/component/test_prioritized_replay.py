@@ -183,8 +183,10 @@ def test_priority_sender_delivers_updates(stub, per_server):
         td = torch.full((half,), 9.0)
         sender.add(torch.from_numpy(index[:half]), torch.from_numpy(key[:half]), td)
         sender.add(torch.from_numpy(index[half:]), torch.from_numpy(key[half:]), td)
-        deadline = time.monotonic() + 5
-        while info(stub).priority_updates < len(index) and time.monotonic() < deadline:
+        # The second add() flushes: the sender thread delivers without close().
+        deadline = time.monotonic() + 30
+        while info(stub).priority_updates < len(index):
+            assert time.monotonic() < deadline, "priority updates not delivered in 30 s"
             time.sleep(0.05)
     finally:
         sender.close()
