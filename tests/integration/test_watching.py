@@ -74,7 +74,7 @@ def test_metrics_curve_and_tensorboard_during_a_run(tmp_path):
             time.sleep(0.1)
         assert not (run_dir / "summary.json").exists()  # the run has not ended
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(90)
+        proc.wait(180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
