@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.integration._train import dqn, processes_mentioning, summary
-from tests.integration.test_probes import GAMMA, PROBE_ARGS, TOL
+from tests.integration.test_probes import GAMMA, PROBE_ARGS, RUN_TIMEOUT, TOL
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def test_rainbow_lite_learns_probe3_q_values(tmp_path):
         "1",  # Probe3's value at obs 0 is the one-step bootstrap gamma * 1
         "--learner.priority-beta-steps",
         "1000",
-        timeout=240,
+        timeout=RUN_TIMEOUT,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     s = summary(run_dir)

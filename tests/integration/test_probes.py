@@ -54,15 +54,20 @@ PROBE_ARGS = [
     "1000",
     "--run.stop-when-solved",
     "false",
+    # Runs end by --max-updates; this bounds a hung one, with room for a machine 3x
+    # slower than the dev box (where Ray alone once took 50 s to start).
     "--max-seconds",
-    "120",
+    "480",
 ]
+RUN_TIMEOUT = 560  # seconds: under pytest's 600 s per test
 
 
 @pytest.mark.parametrize(("env_id", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_probe_q_values(tmp_path, env_id, expected):
     run_dir = tmp_path / env_id
-    result = dqn("train", "--env", env_id, "--run-dir", str(run_dir), *PROBE_ARGS, timeout=240)
+    result = dqn(
+        "train", "--env", env_id, "--run-dir", str(run_dir), *PROBE_ARGS, timeout=RUN_TIMEOUT
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     s = summary(run_dir)
     assert s["updates"] >= 2000 and s["stop_reason"] == "max_updates"
@@ -89,7 +94,7 @@ def test_probe_without_ray(tmp_path):
         *PROBE_ARGS,
         "--actors.runner",
         "process",
-        timeout=240,
+        timeout=RUN_TIMEOUT,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 actor processes" in result.stdout and "Ray actors" not in result.stdout
