@@ -14,7 +14,7 @@ import threading
 import grpc
 
 from dqn import rpc
-from dqn.retry import Backoff, is_retryable
+from dqn.retry import Backoff, is_retryable, retry_delay
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
@@ -94,7 +94,7 @@ class GrpcReplayWriter:
                         return
                     if self._closed.is_set():
                         return
-                    delay = backoff.next()
+                    delay = retry_delay(exc, backoff)
                     log.debug("push failed (%s), retrying in %.2fs", exc.code(), delay)
                     self._closed.wait(delay)
 

@@ -10,7 +10,7 @@ import torch
 
 from dqn import rpc
 from dqn import weights as weights_codec
-from dqn.retry import Backoff
+from dqn.retry import Backoff, retry_delay
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
@@ -52,11 +52,13 @@ class GrpcWeightClient:
                     self._first.set()
                     seen = msg.version
                     backoff.reset()
+                delay = backoff.next()
             except grpc.RpcError as exc:
                 if self._closed.is_set():
                     return
                 log.debug("weight stream ended (%s); reconnecting", exc.code())
-            self._closed.wait(backoff.next())
+                delay = retry_delay(exc, backoff)  # a busy server's hint, at least
+            self._closed.wait(delay)
 
     def wait_first(self, timeout: float) -> bool:
         """Wait until the first weights arrived (True) or ``timeout`` passed (False)."""

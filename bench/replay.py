@@ -59,15 +59,15 @@ def null_server_main(ready, stop) -> None:
     responses: dict[tuple[int, int], pb.SampleResponse] = {}
     rng = np.random.default_rng(0)
 
-    def push(request_iterator, context):
+    async def push(request_iterator, context):
         batches = transitions = 0
-        for raw in request_iterator:
+        async for raw in request_iterator:
             request = pb.PushRequest.FromString(raw)
             batches += 1
             transitions += request.batch.action.shape[0]
         return pb.PushResponse(accepted_batches=batches, accepted_transitions=transitions)
 
-    def sample(raw, context):
+    async def sample(raw, context):
         request = pb.SampleRequest.FromString(raw)
         key = (request.batch_size, request.num_batches)
         if key not in responses:
@@ -78,13 +78,15 @@ def null_server_main(ready, stop) -> None:
             responses[key] = response
         return responses[key]
 
-    def info(raw, context):
+    async def info(raw, context):
         return pb.InfoResponse()
 
     def identity(data: bytes) -> bytes:
         return data
 
-    server = rpc.make_server(64, 32)  # replay_server.server.RPC_THREADS
+    # Built as replay_server.server builds the real one: an AioServer, coroutine
+    # handlers on its one loop thread, raw-bytes requests.
+    server = rpc.AioServer(64, name="null-replay")
     handlers = {
         "Push": grpc.stream_unary_rpc_method_handler(
             push, identity, pb.PushResponse.SerializeToString
@@ -96,12 +98,11 @@ def null_server_main(ready, stop) -> None:
             info, identity, pb.InfoResponse.SerializeToString
         ),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    port = rpc.bind(server, "127.0.0.1", 0)
-    server.start()
+    server.add_handlers(grpc.method_handlers_generic_handler(SERVICE_NAME, handlers))
+    port = server.start("127.0.0.1", 0)
     ready.put(f"127.0.0.1:{port}")
     stop.wait()
-    server.stop(0.5).wait()
+    server.stop(0.5)
 
 
 # -- load generators -----------------------------------------------------------------------
@@ -152,13 +153,15 @@ def worker_main(index: int, commands, results) -> None:
         while time.time() < t_start:
             time.sleep(0.001)
         end = t_start + seconds
+        # At least one call per cell, checked after it: a worker that reaches the cell
+        # late (a slow machine, a slow first connect) still measures something.
         if kind == "push":
             request = requests.get(size) or _push_request(size, 1000 + index, index)
             requests[size] = request
             batch = request.batch
             batch.incarnation = random.getrandbits(63)  # a fresh sender every cell
             sequence = 1
-            while time.time() < end:
+            while True:
                 msgs = []
                 for _ in range(per_call):
                     batch.sequence = sequence
@@ -168,12 +171,16 @@ def worker_main(index: int, commands, results) -> None:
                 reply = push(iter(msgs), timeout=30)
                 done += reply.accepted_transitions
                 calls += 1
+                if time.time() >= end:
+                    break
         else:  # sample: size = batch size, per_call = batches per call
             request = pb.SampleRequest(batch_size=size, num_batches=per_call, timeout_ms=1000)
-            while time.time() < end:
+            while True:
                 reply = s.Sample(request, timeout=30)
                 done += reply.num_batches
                 calls += 1
+                if time.time() >= end:
+                    break
         results.put(("done", index, (done, calls, time.time() - t_start)))
     for channel in channels:
         channel.close()

@@ -6,6 +6,8 @@ import random
 
 import grpc
 
+from dqn.rpc import retry_after
+
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -17,8 +19,16 @@ RETRYABLE = frozenset(
 
 
 def is_retryable(error: grpc.RpcError) -> bool:
+    """Worth another try: a transient status, or any refusal that came with the
+    server's ``retry-after-ms`` hint (a busy or rate-limited server says when)."""
     code = error.code() if hasattr(error, "code") else None
-    return code in RETRYABLE
+    return code in RETRYABLE or retry_after(error) is not None
+
+
+def retry_delay(error: grpc.RpcError, backoff: Backoff) -> float:
+    """How long to wait before retrying ``error``: the backoff's next sleep, but never
+    less than the server's hint."""
+    return max(backoff.next(), retry_after(error) or 0.0)
 
 
 class Backoff:

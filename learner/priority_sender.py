@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dqn import codec, rpc
-from dqn.retry import Backoff, is_retryable
+from dqn.retry import Backoff, is_retryable, retry_delay
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
@@ -88,7 +88,7 @@ class PrioritySender:
                     if not is_retryable(exc):
                         log.error("UpdatePriorities refused: %s %s", exc.code(), exc.details())
                         break
-                    self._closed.wait(backoff.next())
+                    self._closed.wait(retry_delay(exc, backoff))
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is pending, then stop (the counters are final afterwards)."""

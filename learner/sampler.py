@@ -18,7 +18,7 @@ import torch
 
 from dqn import codec, rpc
 from dqn.interfaces import TRANSITION_COLUMNS
-from dqn.retry import Backoff, is_retryable
+from dqn.retry import Backoff, is_retryable, retry_delay
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
@@ -111,7 +111,7 @@ class PrefetchingSampler:
                     self._queue.put(exc)
                     return
                 self.waiting_reason = f"replay server: {exc.code().name}"
-                self._closed.wait(backoff.next())
+                self._closed.wait(retry_delay(exc, backoff))
                 continue
             backoff.reset()
             if response.num_batches == 0:

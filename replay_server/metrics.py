@@ -11,7 +11,7 @@ _NO_EPISODES = pb.InfoRequest(episodes_after=(1 << 64) - 1)
 
 def replay_series(servicer) -> list[Series]:
     """What ``Info`` reports, one consistent snapshot (taken under the servicer's lock)."""
-    info = servicer.Info(_NO_EPISODES, None)
+    info = servicer.info(_NO_EPISODES)
     return [
         Series("dqn_replay_size", "gauge", "transitions held now", info.size),
         Series("dqn_replay_capacity", "gauge", "transitions the buffer can hold", info.capacity),

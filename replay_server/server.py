@@ -26,12 +26,13 @@ from replay_server.validation import BatchSpec
 
 log = logging.getLogger("replay_server")
 SERVICE_NAME = "dqn.v1.ReplayService"
-RPC_THREADS = 32
-STOP_SLACK_S = 5.0  # how long stop() waits past the grace for gRPC to finish
+# The learner's calls are not counted against AioServer's open-call cap, so a fleet
+# that fills the server never starves Sample or Info (health is never counted).
+LEARNER_METHODS = (f"/{SERVICE_NAME}/Sample", f"/{SERVICE_NAME}/Info")
 
 
-def add_replay_service(servicer: ReplayServicer, server: grpc.Server) -> None:
-    """Register the servicer like the generated ``add_ReplayServiceServicer_to_server``,
+def replay_handler(servicer: ReplayServicer) -> grpc.GenericRpcHandler:
+    """The servicer's methods like the generated ``add_ReplayServiceServicer_to_server``,
     but with requests handed over as raw bytes: the servicer parses them, so a message
     that does not parse is answered INVALID_ARGUMENT (grpc's own deserializer answers
     INTERNAL and, on a stream, can leave the call unfinished so the server never stops).
@@ -54,7 +55,7 @@ def add_replay_service(servicer: ReplayServicer, server: grpc.Server) -> None:
             servicer.UpdatePriorities, raw, pb.UpdatePrioritiesResponse.SerializeToString
         ),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
 class ReplayServer:
@@ -83,22 +84,25 @@ class ReplayServer:
             max_sample=config.learner.batch_size * config.learner.batches_per_call,
             max_insert=config.actors.push_every,
         )
-        # Half the threads at most may wait on the rate limiter (see ReplayServicer).
         self.servicer = ReplayServicer(
             storage,
             spec,
             limiter,
             np.random.default_rng(config.run.seed + 7919),
-            max_waiting_pushers=RPC_THREADS // 2,
             priorities=(
                 Priorities(r.capacity, r.priority_alpha, r.priority_eps) if r.prioritized else None
             ),
             max_message_bytes=r.max_message_mb * rpc.MiB,
         )
-        self._security = security
-        self._server = rpc.make_server(r.max_message_mb, RPC_THREADS, security)
-        add_replay_service(self.servicer, self._server)
-        self._health = rpc.add_health(self._server, SERVICE_NAME)
+        self._server = rpc.AioServer(
+            r.max_message_mb,
+            security,
+            health_services=(SERVICE_NAME,),
+            exempt_methods=LEARNER_METHODS,
+            name="replay-grpc",
+        )
+        self._server.add_handlers(replay_handler(self.servicer))
+        self._server.on_stop(self.servicer.stop)  # wakes waiting calls, on the loop
         self.metrics = MetricsEndpoint(r.host, r.metrics_port, lambda: replay_series(self.servicer))
         self.port: int | None = None
         self._stopped = threading.Event()
@@ -124,8 +128,7 @@ class ReplayServer:
 
     def start(self) -> int:
         r = self.config.replay
-        self.port = rpc.bind(self._server, r.host, r.port, self._security)
-        self._server.start()
+        self.port = self._server.start(r.host, r.port)
         try:
             self.metrics.start()
         except OSError:
@@ -149,6 +152,10 @@ class ReplayServer:
     def address(self) -> str:
         return f"{self.config.replay.host}:{self.port}"
 
+    def take_loop_lag(self) -> float:
+        """The longest stall of the server's event loop (seconds) since the last call."""
+        return self._server.take_loop_lag()
+
     def write_checkpoint(self) -> checkpoint.ReplayState | None:
         """Write a checkpoint now (None when none is configured); returns what was written."""
         return self._checkpointer.write() if self._checkpointer is not None else None
@@ -156,13 +163,9 @@ class ReplayServer:
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish within ``grace`` seconds, then
         write the final checkpoint, which holds every transition a Push acknowledged."""
-        self._health.enter_graceful_shutdown()
-        self.servicer.stop()
-        if not self._server.stop(grace).wait(grace + STOP_SLACK_S):
-            # Defensive bound: a call grpc never marks finished must not keep the final
-            # checkpoint from being written; calls were cancelled at `grace`, so the
-            # state is consistent.
-            log.warning("gRPC server not stopped %.1fs after its grace", STOP_SLACK_S)
+        # Health NOT_SERVING, waiting calls woken, in-flight ones given `grace`; bounded
+        # in time even if a call never finishes, so the final checkpoint is written.
+        self._server.stop(grace)
         try:
             self.metrics.stop()
             if self._checkpointer is not None:

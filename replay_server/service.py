@@ -1,7 +1,23 @@
-"""The ``dqn.v1.ReplayService`` servicer: validation, dedup, flow control, sampling."""
+"""The ``dqn.v1.ReplayService`` servicer: validation, dedup, flow control, sampling.
+
+Every RPC is a coroutine on the server's one event loop (``dqn.rpc.AioServer``), so
+an open Push stream, a pusher held back by the rate limiter or a Sample waiting for
+data costs a coroutine, not a thread: a fleet of hundreds of actors is served by
+one thread. State changes only on the loop, each in one synchronous step (no await
+between a check and the change it guards); ``lock`` is held for those steps so the
+checkpoint thread and ``/metrics`` scrapes, which read from other threads, see a
+consistent state. CPU-bound work (batch checks, ring writes, gather) runs inline:
+it stalls the loop for one call's own work, which ``AioServer.take_loop_lag``
+measures; nothing waits on the loop while holding the lock.
+
+Waiting calls are bounded (``max_waiting_pushers``, ``max_waiting_samplers``) and
+refused past that with a precise status and a ``retry-after-ms`` hint, which the
+project's clients honour (``dqn.retry``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -12,6 +28,7 @@ from google.protobuf.message import DecodeError
 
 from dqn import codec
 from dqn.interfaces import TRANSITION_COLUMNS as COLUMNS
+from dqn.rpc import RETRY_AFTER_KEY
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from replay_server import checkpoint
@@ -31,10 +48,13 @@ EPISODES_KEPT = 10_000
 # Bytes a SampleResponse spends besides its rows (field tags, shapes, counters): a
 # generous bound, so an answer judged to fit always does.
 SAMPLE_OVERHEAD_BYTES = 4096
+PUSH_IDLE_S = 30.0  # a Push stream is closed after this long without a message
+MAX_SAMPLE_WAIT_S = 60.0  # a Sample waits at most this long, whatever timeout_ms says
+RATE_LIMITED_RETRY_MS = 200  # the hint given to a pusher refused while others wait
 
 
 class ReplayServicer(pb_grpc.ReplayServiceServicer):
-    """Holds the storage; every mutation happens under one condition variable."""
+    """Holds the storage; every mutation happens on the loop, under ``lock``."""
 
     def __init__(
         self,
@@ -42,7 +62,8 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         spec: BatchSpec,
         limiter: RateLimiter,
         rng: np.random.Generator,
-        max_waiting_pushers: int = 16,
+        max_waiting_pushers: int = 256,
+        max_waiting_samplers: int = 64,
         priorities: Priorities | None = None,
         max_message_bytes: int = 64 << 20,
     ):
@@ -51,10 +72,13 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         self.spec = spec
         self.limiter = limiter
         self.rng = rng
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
         self.stopping = False
         self.max_waiting_pushers = max_waiting_pushers
+        self.max_waiting_samplers = max_waiting_samplers
         self.waiting_pushers = 0
+        self.waiting_samplers = 0
+        self._changed: asyncio.Event | None = None  # made on the loop (see _notify)
         self.inserted = 0
         self.sampled = 0
         self.rejected = 0
@@ -75,17 +99,41 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         self.stale_priority_updates = 0
 
     def stop(self) -> None:
-        """Wake every waiting call so the server can shut down."""
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
+        """Wake every waiting call so the server can shut down (on the loop: an
+        ``AioServer.on_stop`` hook)."""
+        self.stopping = True
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake every waiting call to look again (on the loop)."""
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    async def _wait(self, ready, deadline: float | None = None) -> bool:
+        """Wait until ``ready()``; False on stop or when ``deadline`` (monotonic) passes.
+        The caller acts on a True at once, before it awaits anything else."""
+        while not ready():
+            if self.stopping:
+                return False
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            changed = self._changed
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return False
+            try:
+                await asyncio.wait_for(changed.wait(), timeout)
+            except TimeoutError:
+                return False
+        return not self.stopping
 
     # -- checkpoints --------------------------------------------------------------
     COUNTERS = ("inserted", "sampled", "rejected", "duplicates", "episodes_total")
 
     def snapshot(self) -> checkpoint.ReplayState:
         """A consistent copy of the whole state; the lock is held only while copying."""
-        with self.cond:
+        with self.lock:
             s = self.storage
             return checkpoint.ReplayState(
                 capacity=s.capacity,
@@ -112,7 +160,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         checkpoint.check_compatible(
             state, s.capacity, s.obs_shape, s.obs_dtype, self.spec.n_actions, path
         )
-        with self.cond:
+        with self.lock:
             s.load_state({"cursor": state.cursor, "size": state.size, **state.full_columns()})
             for name in (*self.COUNTERS, "learner_version"):
                 setattr(self, name, saturate(state.counters[name]))
@@ -122,42 +170,36 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             checkpoint.load_limiter_state(self.limiter, state.limiter)
             if self.priorities is not None:
                 self.priorities.load_state(state.priorities, state.size)
-            self.cond.notify_all()
 
     # -- Push ---------------------------------------------------------------------
-    def Push(self, request_iterator, context):
+    async def Push(self, request_iterator, context):
         accepted = transitions = duplicates = 0
-        for raw in request_iterator:
-            request = self._parse(pb.PushRequest, raw, context)
-            batch = request.batch
+        messages = aiter(request_iterator)
+        while True:
+            try:  # a stream that sends nothing for PUSH_IDLE_S holds nothing for long
+                raw = await asyncio.wait_for(anext(messages), PUSH_IDLE_S)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"Push stream idle for {PUSH_IDLE_S:g} s; closed (batches acknowledged "
+                    "by no reply are dropped as duplicates when sent again)",
+                )
             try:
+                batch = _parse(pb.PushRequest, raw).batch
                 columns = validate_batch(batch, self.spec)
                 n = len(columns["action"])
                 self._check_admissible(n)
             except BatchError as exc:
-                self._reject(context, exc.code, exc.message)
-            with self.cond:
-                if not self.book.is_duplicate(batch) and not self.limiter.can_insert(
-                    self.storage.size, n
-                ):
-                    self._wait_to_insert(batch, n, context)
-                if self.book.is_duplicate(batch):
-                    self.duplicates += 1
-                    duplicates += 1
-                    continue
-                slots = self.storage.add(columns)
-                if self.priorities is not None:
-                    raw = columns.get("priority")
-                    self.priorities.on_insert(slots, None if raw is None else raw[-len(slots) :])
-                self.limiter.record_insert(self.storage.size, n)
-                self.inserted += n
-                self.book.record(batch)
-                # An actor can only hold a version the learner already published.
-                self.learner_version = max(self.learner_version, batch.policy_version)
-                for ep in batch.episodes:
-                    self.episodes_total += 1
-                    self.episodes.append((self.episodes_total, ep))
-                self.cond.notify_all()
+                await self._refuse(context, exc)
+            if not self.book.is_duplicate(batch) and not self._can_insert(n):
+                await self._wait_to_insert(batch, n, context)
+            if self.book.is_duplicate(batch):
+                self.duplicates += 1
+                duplicates += 1
+                continue
+            self._store(batch, columns, n)
             accepted += 1
             transitions += n
         return pb.PushResponse(
@@ -166,46 +208,113 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             duplicate_batches=duplicates,
         )
 
+    def _can_insert(self, n: int) -> bool:
+        return self.limiter.can_insert(self.storage.size, n)
+
+    def _store(self, batch: pb.TransitionBatch, columns: dict, n: int) -> None:
+        """Write a validated, admitted, new batch: one synchronous step."""
+        with self.lock:
+            slots = self.storage.add(columns)
+            if self.priorities is not None:
+                raw = columns.get("priority")
+                self.priorities.on_insert(slots, None if raw is None else raw[-len(slots) :])
+            self.limiter.record_insert(self.storage.size, n)
+            self.inserted += n
+            self.book.record(batch)
+            # An actor can only hold a version the learner already published.
+            self.learner_version = max(self.learner_version, batch.policy_version)
+            for ep in batch.episodes:
+                self.episodes_total += 1
+                self.episodes.append((self.episodes_total, ep))
+        self._notify()
+
+    async def _wait_to_insert(self, batch: pb.TransitionBatch, n: int, context) -> None:
+        """Backpressure: hold the push until the band admits it (or it turns out to be
+        a duplicate). At most ``max_waiting_pushers`` wait at once; the next one gets
+        UNAVAILABLE with a retry hint, which the writers honour."""
+        if self.waiting_pushers >= self.max_waiting_pushers:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"replay is rate limited and {self.waiting_pushers} pushers wait already; "
+                f"retry in {RATE_LIMITED_RETRY_MS} ms",
+                trailing_metadata=((RETRY_AFTER_KEY, str(RATE_LIMITED_RETRY_MS)),),
+            )
+        self.waiting_pushers += 1
+        try:
+            ok = await self._wait(lambda: self.book.is_duplicate(batch) or self._can_insert(n))
+        finally:
+            self.waiting_pushers -= 1
+        if not ok:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "replay server is shutting down")
+
     # -- Sample -------------------------------------------------------------------
-    def Sample(self, request, context):
-        request = self._parse(pb.SampleRequest, request, context)
+    async def Sample(self, request, context):
+        try:
+            request = _parse(pb.SampleRequest, request)
+        except BatchError as exc:
+            await self._refuse(context, exc)
         b, k = request.batch_size, request.num_batches
-        if b < 1:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "batch_size: must be >= 1")
-        if k < 1:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "num_batches: must be >= 1")
+        error = self._sample_error(request)
+        if error is not None:
+            await context.abort(*error)
         total = b * k
-        if total > MAX_SAMPLE_TRANSITIONS:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch_size * num_batches: {total} exceeds {MAX_SAMPLE_TRANSITIONS}",
-            )
-        if request.learner_version > MAX_COUNTER:
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"learner_version: {request.learner_version} exceeds the largest allowed, 2**53",
-            )
-        answer = total * self.sample_row_bytes + SAMPLE_OVERHEAD_BYTES
-        if answer > self.max_message_bytes:
-            # Refused before any work: nothing is allocated, nothing counted as sampled.
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"batch_size * num_batches: {total} rows of {self.sample_row_bytes} bytes "
-                f"would make a {answer:,}-byte answer, over the message limit of "
-                f"{self.max_message_bytes:,} bytes (replay.max_message_mb)",
-            )
-        deadline = time.monotonic() + request.timeout_ms / 1000.0
-        with self.cond:
-            self.learner_version = max(self.learner_version, request.learner_version)
-            ok = self._wait(
-                lambda: self.limiter.can_sample(self.storage.size, total), context, deadline
-            )
+        timeout = min(request.timeout_ms / 1000.0, MAX_SAMPLE_WAIT_S)
+        self.learner_version = max(self.learner_version, request.learner_version)
+        if not self.limiter.can_sample(self.storage.size, total):
+            if timeout > 0 and self.waiting_samplers >= self.max_waiting_samplers:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{self.waiting_samplers} Sample calls wait already (the limit); "
+                    f"retry in {RATE_LIMITED_RETRY_MS} ms",
+                    trailing_metadata=((RETRY_AFTER_KEY, str(RATE_LIMITED_RETRY_MS)),),
+                )
+            self.waiting_samplers += 1
+            try:
+                ok = await self._wait(
+                    lambda: self.limiter.can_sample(self.storage.size, total),
+                    time.monotonic() + timeout,
+                )
+            finally:
+                self.waiting_samplers -= 1
             if not ok:
                 return pb.SampleResponse(
                     num_batches=0,
                     batch_size=b,
                     reason=self.limiter.why_not_sample(self.storage.size, total),
                 )
+        return self._sample(b, k)
+
+    def _sample_error(self, request: pb.SampleRequest) -> tuple | None:
+        """``(code, details)`` for a request that is refused before any work, or None."""
+        b, k = request.batch_size, request.num_batches
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        if b < 1:
+            return invalid, "batch_size: must be >= 1"
+        if k < 1:
+            return invalid, "num_batches: must be >= 1"
+        total = b * k
+        if total > MAX_SAMPLE_TRANSITIONS:
+            return invalid, f"batch_size * num_batches: {total} exceeds {MAX_SAMPLE_TRANSITIONS}"
+        if request.learner_version > MAX_COUNTER:
+            return (
+                invalid,
+                f"learner_version: {request.learner_version} exceeds the largest allowed, 2**53",
+            )
+        answer = total * self.sample_row_bytes + SAMPLE_OVERHEAD_BYTES
+        if answer > self.max_message_bytes:
+            # Refused before any work: nothing is allocated, nothing counted as sampled.
+            return (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"batch_size * num_batches: {total} rows of {self.sample_row_bytes} bytes "
+                f"would make a {answer:,}-byte answer, over the message limit of "
+                f"{self.max_message_bytes:,} bytes (replay.max_message_mb)",
+            )
+        return None
+
+    def _sample(self, b: int, k: int) -> pb.SampleResponse:
+        """Draw and gather ``k`` batches of ``b`` now (the band admits them)."""
+        total = b * k
+        with self.lock:
             if self.priorities is None:
                 idx = self.rng.integers(0, self.storage.size, size=total)
             else:
@@ -213,7 +322,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             columns = self.storage.gather(idx)
             self.limiter.record_sample(total)
             self.sampled += total
-            self.cond.notify_all()
+        self._notify()
         response = pb.SampleResponse(num_batches=k, batch_size=b)
         for name in COLUMNS:
             codec.encode(columns[name], getattr(response, name))
@@ -225,15 +334,15 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         return response
 
     # -- UpdatePriorities ---------------------------------------------------------
-    def UpdatePriorities(self, request, context):
-        request = self._parse(pb.UpdatePrioritiesRequest, request, context)
-        if self.priorities is None:
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "replay.prioritized: this replay server samples uniformly",
-            )
+    async def UpdatePriorities(self, request, context):
         try:
-            with self.cond:
+            request = _parse(pb.UpdatePrioritiesRequest, request)
+            if self.priorities is None:
+                raise BatchError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "replay.prioritized: this replay server samples uniformly",
+                )
+            with self.lock:
                 index, key, priority = validate_priority_update(
                     request, self.storage.capacity, self.storage.size
                 )
@@ -241,13 +350,21 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 self.priority_updates += len(index) - stale
                 self.stale_priority_updates += stale
         except BatchError as exc:
-            self._reject(context, exc.code, exc.message)
+            await self._refuse(context, exc, count=exc.code != grpc.StatusCode.FAILED_PRECONDITION)
         return pb.UpdatePrioritiesResponse(updated=len(index) - stale, stale=stale)
 
     # -- Info ---------------------------------------------------------------------
-    def Info(self, request, context):
-        request = self._parse(pb.InfoRequest, request, context)
-        with self.cond:
+    async def Info(self, request, context):
+        try:
+            request = _parse(pb.InfoRequest, request)
+        except BatchError as exc:
+            await self._refuse(context, exc)
+        return self.info(request)
+
+    def info(self, request: pb.InfoRequest) -> pb.InfoResponse:
+        """Counters, per-actor state and recent episodes (any thread; never blocks on
+        more than the lock)."""
+        with self.lock:
             reply = pb.InfoResponse(
                 capacity=self.storage.capacity,
                 size=self.storage.size,
@@ -271,24 +388,12 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         return reply
 
     # -- helpers ------------------------------------------------------------------
-    def _parse(self, cls, raw, context):
-        """Requests arrive as bytes (see server.add_replay_service): parse them here so a
-        message that does not parse gets INVALID_ARGUMENT and nothing else happens."""
-        if not isinstance(raw, bytes):
-            return raw
-        try:
-            return cls.FromString(raw)
-        except DecodeError:
-            self._reject(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"request: not a valid {cls.DESCRIPTOR.full_name} message",
-            )
-
-    def _reject(self, context, code: grpc.StatusCode, message: str):
-        with self.cond:
-            self.rejected += 1
-        context.abort(code, message)
+    async def _refuse(self, context, exc: BatchError, count: bool = True):
+        """End the call with ``exc``'s status (counted in ``rejected`` unless not)."""
+        if count:
+            with self.lock:
+                self.rejected += 1
+        await context.abort(exc.code, exc.message)
 
     def _check_admissible(self, n: int) -> None:
         largest = self.limiter.largest_insert()
@@ -299,40 +404,16 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 f"(at most {largest} per batch with these settings)",
             )
 
-    def _wait_to_insert(self, batch: pb.TransitionBatch, n: int, context) -> None:
-        """Backpressure: hold the push until the band admits it (condition held).
 
-        At most ``max_waiting_pushers`` calls wait at once, so blocked pushers can
-        never take every server thread away from Sample, which is what frees them;
-        the others get UNAVAILABLE, which writers retry with backoff.
-        """
-        if self.waiting_pushers >= self.max_waiting_pushers:
-            context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "replay is rate limited and enough pushers wait already; retry",
-            )
-        self.waiting_pushers += 1
-        try:
-            ok = self._wait(
-                lambda: (
-                    self.book.is_duplicate(batch) or self.limiter.can_insert(self.storage.size, n)
-                ),
-                context,
-            )
-        finally:
-            self.waiting_pushers -= 1
-        if not ok:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "replay server is shutting down")
-
-    def _wait(self, ready, context, deadline: float | None = None) -> bool:
-        """Wait on the condition (held) until ``ready()``; False on stop/timeout/cancel."""
-        while not ready():
-            if self.stopping or not context.is_active():
-                return False
-            timeout = 0.5
-            if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
-                if timeout <= 0:
-                    return False
-            self.cond.wait(timeout)
-        return not self.stopping
+def _parse(cls, raw):
+    """Requests arrive as bytes (see server.replay_handler): parse them here so a
+    message that does not parse gets INVALID_ARGUMENT and nothing else happens."""
+    if not isinstance(raw, bytes):
+        return raw
+    try:
+        return cls.FromString(raw)
+    except DecodeError:
+        raise BatchError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"request: not a valid {cls.DESCRIPTOR.full_name} message",
+        ) from None

@@ -64,7 +64,7 @@ def test_writer_close_flushes_a_full_queue_under_backpressure(replay_server):
         blocked.set()
         return wait_for_room(*args, **kwargs)
 
-    with replay_server.servicer.cond:  # the server stalls every Push before storing
+    with replay_server.servicer.lock:  # the server stalls every Push before storing
         # the sender takes batch 1 and blocks in Push; the next max_pending fill the queue
         for seq in range(1, max_pending + 2):
             writer.write(make_batch(seq, (seq - 1) * 10, 10))

@@ -148,7 +148,7 @@ def fingerprint(server) -> str:
     """A hash of everything the storage holds, taken under the servicer's lock."""
     storage = server.servicer.storage
     h = hashlib.blake2b(digest_size=16)
-    with server.servicer.cond:
+    with server.servicer.lock:
         h.update(f"{storage.cursor}/{storage.size}".encode())
         for name in sorted(storage.columns):
             h.update(name.encode())
@@ -227,7 +227,7 @@ class Harness:
         """A well-formed ``request`` (holding ``batch``): stored whole at the ring cursor, or
         dropped as a duplicate when its (actor, incarnation, sequence) says so."""
         servicer, storage = self.server.servicer, self.server.servicer.storage
-        with servicer.cond:
+        with servicer.lock:
             cursor = storage.cursor
             duplicate = servicer.book.is_duplicate(batch)
         reply = self.send_all(request)
@@ -247,7 +247,7 @@ class Harness:
         assert after.inserted == self.info.inserted + n
         assert after.size == min(CAPACITY, self.info.size + n)
         assert after.rejected_batches == self.info.rejected_batches
-        with servicer.cond:
+        with servicer.lock:
             stored = storage.gather((cursor + np.arange(n)) % storage.capacity)
         for name, col in cols.items():  # byte for byte: -0.0, NaN payloads, bool bytes
             assert stored[name].tobytes() == np.ascontiguousarray(col).tobytes(), name

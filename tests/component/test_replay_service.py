@@ -223,11 +223,11 @@ def test_band_holds_back_a_fast_learner(replay_server_factory):
 
 
 def test_pushers_held_back_by_the_band_do_not_starve_the_sampler(replay_server_factory):
-    """A large fleet blocked by backpressure must not take every server thread: the
-    learner's Sample (which is what releases the fleet) still gets served."""
+    """A large fleet blocked by backpressure must not starve the server: the learner's
+    Sample (which is what releases the fleet) and Info still get served at once."""
     server = spi_server(replay_server_factory)
     channel, stub = replay_stub(server.address)
-    fleet = 40  # more actors than the server has worker threads (rpc.make_server: 32)
+    fleet = 100  # far more than the 32 threads of the synchronous server this replaced
     threads, outcomes = [], []
     try:
         push(stub, make_batch(1, 0, 8), make_batch(2, 8, 8), make_batch(3, 16, 8))  # diff 16
@@ -246,18 +246,18 @@ def test_pushers_held_back_by_the_band_do_not_starve_the_sampler(replay_server_f
         threads = [threading.Thread(target=actor, args=(i,)) for i in range(10, 10 + fleet)]
         for t in threads:
             t.start()
-        # wait until the fleet has arrived: every server worker thread (32) parked in the
-        # band wait, or every pusher either waiting or already answered
-        waiters = server.servicer.cond._waiters  # white-box: threads waiting on the condition
 
+        # wait until the fleet has arrived: every pusher waiting in the band or answered
         def arrived():
-            return len(waiters) >= 32 or len(waiters) + len(outcomes) >= fleet
+            return server.servicer.waiting_pushers + len(outcomes) >= fleet
 
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not arrived() and time.monotonic() < deadline:
             threading.Event().wait(0.01)
         assert arrived()
+        assert server.servicer.waiting_pushers == fleet  # all held, none refused
         try:
+            assert info(stub).size == 24
             resp = stub.Sample(pb.SampleRequest(batch_size=8, num_batches=1), timeout=3)
         except grpc.RpcError as exc:
             pytest.fail(f"Sample starved by {fleet} blocked pushers: {exc.code()}")
@@ -410,4 +410,43 @@ def test_batch_too_big_for_the_band_is_refused_not_parked(replay_server_factory)
         assert info(stub).size == 0 and info(stub).rejected_batches == 1
         assert push(stub, make_batch(1, 0, 64)).accepted_transitions == 64
     finally:
+        channel.close()
+
+
+# -- bounded waiting, with a retry hint the clients honour -------------------------------
+def test_pushers_past_the_waiting_bound_get_a_retry_hint_and_writers_retry(
+    replay_server_factory,
+):
+    from actors.replay_client import GrpcReplayWriter
+    from dqn.retry import is_retryable, retry_after
+
+    server = spi_server(replay_server_factory)
+    server.servicer.max_waiting_pushers = 2
+    channel, stub = replay_stub(server.address)
+    push(stub, make_batch(1, 0, 8), make_batch(2, 8, 8), make_batch(3, 16, 8))  # band full
+    writers = [GrpcReplayWriter(server.address, max_per_call=1) for _ in range(2)]
+    try:
+        for k, w in enumerate(writers):
+            w.write(make_batch(1, 100 + 8 * k, 8, actor_id=10 + k))
+        deadline = time.monotonic() + 60
+        while server.servicer.waiting_pushers < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.servicer.waiting_pushers == 2
+        with pytest.raises(grpc.RpcError) as err:  # a third pusher: refused at once
+            push(stub, make_batch(1, 200, 8, actor_id=30))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "2 pushers wait already" in err.value.details()
+        assert retry_after(err.value) == pytest.approx(0.2) and is_retryable(err.value)
+        # A writer that is refused this way keeps retrying (it does not give up) ...
+        late = GrpcReplayWriter(server.address, max_per_call=1)
+        writers.append(late)
+        late.write(make_batch(1, 300, 8, actor_id=40))
+        # ... and everything lands once the learner samples enough to open the band.
+        while info(stub).inserted < 48 and time.monotonic() < deadline + 60:
+            sample(stub, batch_size=8)
+        assert info(stub).inserted == 48
+        assert all(w._error is None for w in writers)
+    finally:
+        for w in writers:
+            w.close()
         channel.close()

@@ -186,7 +186,7 @@ def test_sigterm_exits_0_with_every_acknowledged_transition_checkpointed(tmp_pat
     acked_batches, acked = writer.pushed_batches, writer.pushed_transitions
     state = checkpoint.load(server.ckpt)
     assert state.counters["inserted"] >= acked > 0
-    assert state.actors[1]["last_sequence"] >= acked_batches
+    assert state.actors["actors"]["1"]["last_sequence"] >= acked_batches
     # One stream, acknowledged in order: batches 1..acked_batches, every row of each.
     stored = set(state.columns["obs"][:, 0].astype(int).tolist())
     expected = {seq * ROWS + k for seq in range(1, acked_batches + 1) for k in range(ROWS)}
