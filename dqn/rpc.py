@@ -57,8 +57,10 @@ def channel_options(max_message_mb: int = 64) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         # Reconnect within a second or two after a server restart; gRPC's default
         # backoff grows to 120 s, which would stall a fleet long after recovery.
+        # Not grpc.min_reconnect_backoff_ms: C-core also takes it as the connect
+        # timeout, and at 100 ms a busy server's first SETTINGS frame came too late
+        # ("connection attempt timed out before receiving SETTINGS frame").
         ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
