@@ -92,6 +92,12 @@ class Cluster:
             str(run_dir),
             "--run.stop-when-solved",
             "false",
+            # Budgets far beyond the test's waits: the default 2M env steps or 600 s
+            # would end the learner mid-test on a machine 3x faster or slower.
+            "--max-seconds",
+            "3600",
+            "--max-env-steps",
+            "1000000000",
             *learner_flags,
         )
         info = rpc.read_ready_file(self.tmp / "learner.json", 60, _alive(learner))
