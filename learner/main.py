@@ -377,6 +377,38 @@ class LearnerProcess:
             tb["episode/return_recent"] = recent
         self.metrics.scalars(p.env_steps, tb)
 
+    def _weight_server_series(self) -> list[Series]:
+        w = self.weights.publisher
+        return [
+            Series(
+                "dqn_learner_weight_subscribers",
+                "gauge",
+                "open WatchWeights streams",
+                w.subscribers,
+            ),
+            Series(
+                "dqn_learner_weights_bytes",
+                "gauge",
+                "bytes of one published version",
+                w.message_bytes,
+            ),
+            Series(
+                "dqn_learner_weights_publish_bytes",
+                "gauge",
+                "bytes the latest version costs to broadcast (subscribers x size)",
+                w.publish_bytes,
+            ),
+            Series(
+                "dqn_learner_weights_sent_bytes_total", "counter", "weight bytes sent", w.bytes_sent
+            ),
+            Series(
+                "dqn_learner_weights_skipped_total",
+                "counter",
+                "versions slow subscribers skipped (latest wins)",
+                w.versions_skipped,
+            ),
+        ]
+
     def _series(self) -> list[Series]:
         """The learner's /metrics, read at scrape time (loss and rates: the latest
         progress report, every ``run.progress_every_seconds``)."""
@@ -392,6 +424,7 @@ class LearnerProcess:
                 "version of the newest published weights",
                 self.weights.publisher.version,
             ),
+            *self._weight_server_series(),
             Series("dqn_learner_loss", "gauge", "Huber TD loss", latest.get("loss", nan)),
             Series(
                 "dqn_learner_q_mean", "gauge", "mean Q(s, a) of a batch", latest.get("q_mean", nan)

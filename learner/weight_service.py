@@ -1,8 +1,24 @@
-"""The learner's WeightSource: hosts ``dqn.v1.WeightService`` and publishes versions."""
+"""The weight server: hosts ``dqn.v1.WeightService`` for the fleet and publishes versions.
+
+:class:`WeightServer` runs on an :class:`dqn.rpc.AioServer`, so an open ``WatchWeights``
+stream costs a coroutine, not a thread. :class:`WeightPublisher` (its ``publisher``,
+the learner's ``WeightSource``) serializes each version once, in the caller's thread;
+every stream and ``GetWeights`` sends those same bytes (the response serializer is
+the identity). Latest wins per subscriber: a stream whose client reads slowly is
+blocked in its own write and, once that completes, sends the newest version, skipping
+the ones in between; there is no queue, and the others never wait for it. A stream
+holds at most the bytes grpc's transport buffers for it (HTTP/2 flow control) and is
+ended with ``UNAVAILABLE`` when one write stalls for ``stall_seconds``. Streams end
+with OK after ``stream_seconds`` (below the clients' own 60 s deadline), and the
+client renews with ``after_version``, so a vanished client holds nothing for long.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
 import grpc
 
@@ -10,58 +26,144 @@ from dqn import rpc
 from dqn import weights as weights_codec
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
-from dqn.v1 import replay_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "dqn.v1.WeightService"
+STREAM_SECONDS = 50.0  # a WatchWeights stream ends (OK) after this; clients renew
+STALL_SECONDS = 30.0  # a write the subscriber has not taken in this long ends its stream
 
 
-class WeightPublisher(pb_grpc.WeightServiceServicer):
-    """Latest-wins: watchers always get the newest version, never a backlog."""
+class Version(NamedTuple):
+    number: int
+    data: bytes  # the serialized dqn.v1.Weights, shared by every subscriber
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._latest: pb.Weights | None = None
+
+class WeightPublisher:
+    """The weight server's state: the newest version, its subscribers, what was sent.
+
+    ``publish`` may be called from any thread; the streams run on the server's loop
+    (``schedule`` hands a callable to it). Counters are plain attributes, written on
+    the loop and read anywhere (``/metrics``):
+
+    * ``subscribers``: ``WatchWeights`` streams open now;
+    * ``message_bytes``: size of the newest serialized version;
+    * ``publish_bytes``: ``subscribers × message_bytes`` at the latest publish, the
+      bytes that version costs to broadcast;
+    * ``bytes_sent``: bytes written so far, streams and ``GetWeights`` together;
+    * ``versions_sent`` and ``versions_skipped`` (versions a slow stream jumped over);
+    * ``stalled``: streams ended because their client stopped reading.
+    """
+
+    def __init__(
+        self,
+        schedule: Callable[[Callable[[], None]], None] | None = None,
+        stream_seconds: float = STREAM_SECONDS,
+        stall_seconds: float = STALL_SECONDS,
+    ) -> None:
+        self._schedule = schedule
+        self._lock = threading.Lock()  # version numbering across publishing threads
+        self._latest: Version | None = None
+        self._changed = asyncio.Event()  # set and cleared on the loop: a broadcast
         self._stopping = False
+        self.stream_seconds = stream_seconds
+        self.stall_seconds = stall_seconds
+        self.subscribers = 0
+        self.message_bytes = 0
+        self.publish_bytes = 0
+        self.bytes_sent = 0
+        self.versions_sent = 0
+        self.versions_skipped = 0
+        self.stalled = 0
 
     @property
     def version(self) -> int:
         latest = self._latest
-        return latest.version if latest is not None else 0
+        return latest.number if latest is not None else 0
 
     def publish(self, state_dict: dict, updates: int = 0, env_steps: int = 0) -> int:
-        version = self.version + 1
-        msg = weights_codec.to_proto(state_dict, version, updates, env_steps)
-        with self._cond:
-            self._latest = msg
-            self._cond.notify_all()
+        """Serialize ``state_dict`` once as the next version and wake the streams."""
+        with self._lock:
+            version = self.version + 1
+            msg = weights_codec.to_proto(state_dict, version, updates, env_steps)
+            self._latest = Version(version, msg.SerializeToString())
+        if self._schedule is not None:
+            self._schedule(self._wake)
         return version
 
+    def _wake(self) -> None:  # on the loop
+        latest = self._latest
+        self.message_bytes = len(latest.data)
+        self.publish_bytes = self.subscribers * self.message_bytes
+        self._changed.set()
+        self._changed.clear()  # waiters already woken stay woken
+
     def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        """End every stream (on the loop; the server's stop hook)."""
+        self._stopping = True
+        self._changed.set()
 
-    def WatchWeights(self, request, context):
+    # -- WeightService behaviours (coroutines on the server's loop) --------------------
+    async def watch_weights(self, request: pb.WatchWeightsRequest, context) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.stream_seconds
         last = request.after_version
-        while True:
-            with self._cond:
-                while not self._stopping and context.is_active() and self.version <= last:
-                    self._cond.wait(0.5)
-                if self._stopping or not context.is_active():
-                    return
-                msg = self._latest
-            last = msg.version
-            yield msg
+        self.subscribers += 1
+        try:
+            while not self._stopping:
+                latest = self._latest
+                if latest is None or latest.number <= last:
+                    try:
+                        async with asyncio.timeout_at(end):
+                            await self._changed.wait()
+                    except TimeoutError:
+                        return  # the stream's lifetime is over; the client renews
+                    continue
+                try:
+                    async with asyncio.timeout(self.stall_seconds):
+                        await context.write(latest.data)
+                except TimeoutError:
+                    self.stalled += 1
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"weights stream stalled: version {latest.number} not read in "
+                        f"{self.stall_seconds:g} s; reconnect",
+                    )
+                if last:
+                    self.versions_skipped += latest.number - last - 1
+                last = latest.number
+                self.bytes_sent += len(latest.data)
+                self.versions_sent += 1
+        finally:
+            self.subscribers -= 1
 
-    def GetWeights(self, request, context):
-        msg = self._latest
-        if msg is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "no weights published yet")
-        return msg
+    async def get_weights(self, request: pb.GetWeightsRequest, context) -> bytes:
+        latest = self._latest
+        if latest is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no weights published yet")
+        self.bytes_sent += len(latest.data)
+        return latest.data
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """``dqn.v1.WeightService``; responses are the shared bytes (no serializer)."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "WatchWeights": grpc.unary_stream_rpc_method_handler(
+                    self.watch_weights,
+                    request_deserializer=pb.WatchWeightsRequest.FromString,
+                    response_serializer=None,
+                ),
+                "GetWeights": grpc.unary_unary_rpc_method_handler(
+                    self.get_weights,
+                    request_deserializer=pb.GetWeightsRequest.FromString,
+                    response_serializer=None,
+                ),
+            },
+        )
 
 
 class WeightServer:
-    """gRPC server for the publisher, with health checking. ``start()`` returns the port."""
+    """The weight server: :class:`WeightPublisher` on an :class:`~dqn.rpc.AioServer`,
+    with health checking. ``start()`` returns the port; ``publisher.publish(...)``."""
 
     def __init__(
         self,
@@ -69,24 +171,34 @@ class WeightServer:
         port: int = 0,
         max_message_mb: int = 64,
         security: Security | None = None,
+        stream_seconds: float = STREAM_SECONDS,
+        stall_seconds: float = STALL_SECONDS,
     ):
-        self.host, self._port, self._security = host, port, security
-        self.publisher = WeightPublisher()
-        self._server = rpc.make_server(max_message_mb, security=security)
-        pb_grpc.add_WeightServiceServicer_to_server(self.publisher, self._server)
-        self._health = rpc.add_health(self._server, SERVICE_NAME)
+        self.host, self._port = host, port
+        self._server = rpc.AioServer(
+            max_message_mb,
+            security,
+            health_services=(SERVICE_NAME,),
+            exempt_methods=(f"/{SERVICE_NAME}/GetWeights",),
+            name="weight-server",
+        )
+        self.publisher = WeightPublisher(self._server.call, stream_seconds, stall_seconds)
+        self._server.add_handlers(self.publisher.handler())
+        self._server.on_stop(self.publisher.stop)
         self.port: int | None = None
 
     def start(self) -> int:
-        self.port = rpc.bind(self._server, self.host, self._port, self._security)
-        self._server.start()
+        self.port = self._server.start(self.host, self._port)
         return self.port
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def server(self) -> rpc.AioServer:
+        return self._server
+
     def stop(self, grace: float = 1.0) -> None:
-        self._health.enter_graceful_shutdown()
-        self.publisher.stop()
-        self._server.stop(grace).wait()
+        """Health NOT_SERVING, every stream ended (OK), then the server stops."""
+        self._server.stop(grace)

@@ -9,7 +9,9 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dqn import rpc
 from dqn.v1 import replay_pb2 as pb
+from dqn.v1 import replay_pb2_grpc as pb_grpc
 from tests.component._helpers import info, make_batch, push, replay_stub, sample
 
 pytestmark = pytest.mark.component
@@ -118,10 +120,21 @@ def test_learner_metrics_during_and_after_a_short_run(replay_server_factory, tmp
         assert before["dqn_learner_updates_total"] == 0
         assert before["dqn_learner_weights_version"] == 1  # published at start
         assert before["dqn_learner_evaluations_total"] == 0
-        summary = learner.run()
-        after = scrape(url)
+        assert before["dqn_learner_weight_subscribers"] == 0
+        with rpc.channel(learner.weights.address) as wch:  # one subscriber during the run
+            watch = pb_grpc.WeightServiceStub(wch).WatchWeights(
+                pb.WatchWeightsRequest(), timeout=120
+            )
+            assert next(watch).version == 1
+            summary = learner.run()
+            after = scrape(url)
+            watch.cancel()
     finally:
         learner.close()
+    size = after["dqn_learner_weights_bytes"]
+    assert size > 0 and after["dqn_learner_weight_subscribers"] == 1
+    assert after["dqn_learner_weights_publish_bytes"] == size  # 1 subscriber x size
+    assert after["dqn_learner_weights_sent_bytes_total"] >= size
     assert summary["updates"] == 40
     assert after["dqn_learner_updates_total"] == 40
     assert after["dqn_learner_weights_version"] == 1 + 40 // 10

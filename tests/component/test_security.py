@@ -252,3 +252,37 @@ def test_security_config_errors_name_the_field(tmp_path):
     assert load(SecurityConfig(), environ={"DQN_AUTH_TOKEN": "xyz"}).token == "xyz"
     assert load(SecurityConfig(), environ={}).token is None
     assert "xyz" not in repr(load(SecurityConfig(), environ={"DQN_AUTH_TOKEN": "xyz"}))
+
+
+def test_weight_server_tls_and_mutual_tls(pki):
+    """The weight server (an asyncio server) takes the same TLS settings as the replay
+    server: verified by the CA, with client certificates when client_auth is set."""
+    cert, key = pki["server"]
+    ccert, ckey = pki["client"]
+    for client_auth in (False, True):
+        weights = WeightServer(
+            security=Security(
+                token=TOKEN, cert_pem=cert, key_pem=key, ca_pem=pki["ca"], client_auth=client_auth
+            )
+        )
+        weights.start()
+        weights.publisher.publish({"w": torch.ones(2)})
+        try:
+            good = Security(
+                token=TOKEN, cert_pem=ccert, key_pem=ckey, ca_pem=pki["ca"], client_auth=True
+            )
+            with rpc.channel(weights.address, security=good) as ch:
+                stub = pb_grpc.WeightServiceStub(ch)
+                assert stub.GetWeights(pb.GetWeightsRequest(), timeout=5).version == 1
+            refused = [Security(token=TOKEN), Security(token=TOKEN, ca_pem=pki["other_ca"])]
+            if client_auth:  # TLS without a client certificate
+                refused.append(Security(token=TOKEN, ca_pem=pki["ca"]))
+            for bad in refused:
+                with (
+                    rpc.channel(weights.address, security=bad) as ch,
+                    pytest.raises(grpc.RpcError) as err,
+                ):
+                    pb_grpc.WeightServiceStub(ch).GetWeights(pb.GetWeightsRequest(), timeout=5)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE, (client_auth, bad)
+        finally:
+            weights.stop(0.2)
