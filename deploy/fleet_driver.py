@@ -10,6 +10,7 @@ changes the target while training runs; the learner and replay server are untouc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -17,7 +18,6 @@ import threading
 import time
 
 import grpc
-from grpc_health.v1 import health
 
 from dqn import rpc
 from dqn.config import Config
@@ -93,29 +93,36 @@ class FleetController:
 
 
 class FleetServicer(pb_grpc.FleetServiceServicer):
+    """``dqn.v1.FleetService`` on the control server's event loop. ``Status`` answers
+    from the controller's snapshot at once; ``Scale`` runs its reconcile (resizes, slow
+    or unreachable nodes) in a worker thread, so status calls and health checks never
+    wait behind it."""
+
     def __init__(self, controller: FleetController):
         self.controller = controller
 
-    def Scale(self, request: pb.ScaleRequest, context: grpc.ServicerContext) -> pb.FleetStatus:
+    async def Scale(self, request: pb.ScaleRequest, context) -> pb.FleetStatus:
         try:
-            self.controller.scale(request.actors, auto=request.auto)
+            await asyncio.to_thread(self.controller.scale, request.actors, request.auto)
         except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return self.controller.status()
 
-    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.FleetStatus:
+    async def Status(self, request: pb.StatusRequest, context) -> pb.FleetStatus:
         return self.controller.status()
 
 
 def serve_control(
     controller: FleetController, config: Config, security: Security | None
-) -> tuple[grpc.Server, health.HealthServicer, int]:
-    server = rpc.make_server(4, max_workers=4, security=security)
-    pb_grpc.add_FleetServiceServicer_to_server(FleetServicer(controller), server)
-    health_servicer = rpc.add_health(server, SERVICE_NAME)
-    port = rpc.bind(server, config.actors.control_host, config.actors.control_port, security)
-    server.start()
-    return server, health_servicer, port
+) -> rpc.AioServer:
+    """Start the FleetService (with health) on ``actors.control_host:control_port``;
+    the server's ``port`` is the one bound."""
+    server = rpc.AioServer(
+        4, security, health_services=(SERVICE_NAME,), max_open_calls=64, name="fleet-control"
+    )
+    server.add_servicer(pb_grpc.add_FleetServiceServicer_to_server, FleetServicer(controller))
+    server.start(config.actors.control_host, config.actors.control_port)
+    return server
 
 
 def make_fleet(
@@ -152,7 +159,8 @@ def run_fleet(
     runner = config.actors.runner
     fleet = make_fleet(config, replay_address, weights_address, ray_address, security)
     controller = FleetController(fleet, config, runner)
-    server, health_servicer, port = serve_control(controller, config, security)
+    server = serve_control(controller, config, security)
+    port = server.port
     address = f"{config.actors.control_host}:{port}"
     log.info(
         "fleet control on %s; runner %s; target %s",
@@ -182,8 +190,7 @@ def run_fleet(
                 )
             stop.wait(reconcile_seconds)
     finally:
-        health_servicer.enter_graceful_shutdown()
-        server.stop(1.0).wait()
+        server.stop(1.0)  # health NOT_SERVING first
         fleet.stop()
         if runner != "process":
             from actors.fleet import shutdown_ray
