@@ -77,7 +77,7 @@ def random_columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
 class ReplayServerProcess:
     """``dqn replay-server`` as a child process on 127.0.0.1, port 0 (stopped by PID)."""
 
-    def __init__(self, tmp: Path, *flags: str, name: str = "replay"):
+    def __init__(self, tmp: Path, *flags: str, name: str = "replay", ready_timeout: float = 60.0):
         self.ready = tmp / f"{name}.ready"
         self.log = tmp / f"{name}.log"
         cmd = [
@@ -100,7 +100,7 @@ class ReplayServerProcess:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file
             )
-        self.address = self._wait_ready(60.0)
+        self.address = self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout

@@ -87,6 +87,7 @@ class FleetSettings:
     info_every_s: float = 0.25
     health_every_s: float = 0.2
     actor_processes: int = 0  # 0: one for a single actor, else 2
+    start_timeout_s: float = 120.0  # for each server to be up (child processes)
     warmup_timeout_s: float = 60.0  # for every actor to hold the initial version
     settle_timeout_s: float = 60.0  # after the last publish, for every actor to hold it
     push_deadline_s: float = 30.0  # actors/replay_client.py
@@ -738,8 +739,9 @@ def _run_fleet(s: FleetSettings, tmp: Path) -> dict:
             str(s.min_size),
             "--security.token-file",
             str(token_file),
+            ready_timeout=s.start_timeout_s,
         )
-        weights.wait_ready()
+        weights.wait_ready(s.start_timeout_s)
         sampler = ResourceSampler(
             {"replay": replay.proc.pid, "weights": weights.proc.pid}, s.resource_every_s
         )
@@ -769,7 +771,7 @@ def _run_fleet(s: FleetSettings, tmp: Path) -> dict:
             )
             p.start()
             hosts.append(p)
-        ready = _collect(results, "ready", s.processes, s.warmup_timeout_s + 120)
+        ready = _collect(results, "ready", s.processes, s.warmup_timeout_s + s.start_timeout_s)
         connected = sum(m[2] for m in ready)
         warmup_s = time.monotonic() - t_spawn
 

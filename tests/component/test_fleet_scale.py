@@ -14,6 +14,10 @@ from bench.fleet_scale import FleetSettings, run_fleet
 
 ACTORS = 512
 PUBLISHES = 5
+# The fixture's waits (server start, every actor connected, every actor holding the last
+# version) are deadlines for conditions, sized for a machine many times slower or busier
+# than needed; pytest's default 600 s would cut a slow but healthy run short.
+pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +25,9 @@ def fleet(tmp_path_factory):
     settings = FleetSettings(
         actors=ACTORS,
         publishes=PUBLISHES,
-        warmup_timeout_s=60.0,
-        settle_timeout_s=60.0,
+        start_timeout_s=300.0,
+        warmup_timeout_s=120.0,
+        settle_timeout_s=120.0,
         sample_deadline_s=30.0,
         info_deadline_s=10.0,
         health_deadline_s=5.0,
