@@ -116,7 +116,7 @@ def test_kill_9_restart_restores_checkpoint_and_writer_carries_on(tmp_path):
         send(20)
         _wait_for(
             lambda: _checkpoint_size(server.ckpt) >= 10 * ROWS,
-            20,
+            60,
             "a checkpoint with 80 transitions",
             server.output,
         )
@@ -136,7 +136,7 @@ def test_kill_9_restart_restores_checkpoint_and_writer_carries_on(tmp_path):
         send(10)  # the same writer, after the restart
         _wait_for(
             lambda: any(a.last_sequence == seq for a in _info(server.address).actors),
-            30,
+            60,
             f"batch {seq} to arrive after the restart",
             server.output,
         )
@@ -168,7 +168,7 @@ def test_sigterm_exits_0_with_every_acknowledged_transition_checkpointed(tmp_pat
 
         pusher = threading.Thread(target=push_forever, daemon=True)
         pusher.start()
-        _wait_for(lambda: writer.pushed_transitions >= 400, 20, "400 acknowledged transitions")
+        _wait_for(lambda: writer.pushed_transitions >= 400, 60, "400 acknowledged transitions")
         t0 = time.monotonic()
         server.signal(signal.SIGTERM)  # while the writer is still streaming
         code = server.proc.wait(10)
