@@ -129,6 +129,7 @@ class ActorBook:
             lags.append(learner_version - a.policy_version)
         reply.env_steps = saturate(self.env_steps())
         reply.policy_lag = sum(lags) / len(lags) if lags else 0.0
+        reply.learner_version = saturate(learner_version)
         reply.actors_expired = self.actors_expired
         reply.incarnations_expired = self.incarnations_expired
 

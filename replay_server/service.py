@@ -342,15 +342,18 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     "replay.prioritized: this replay server samples uniformly",
                 )
-            with self.lock:
-                index, key, priority = validate_priority_update(
-                    request, self.storage.capacity, self.storage.size
-                )
-                stale = self.priorities.update(index, key, priority)
-                self.priority_updates += len(index) - stale
-                self.stale_priority_updates += stale
+            return self._update_priorities(request)
         except BatchError as exc:
             await self._refuse(context, exc, count=exc.code != grpc.StatusCode.FAILED_PRECONDITION)
+
+    def _update_priorities(self, request) -> pb.UpdatePrioritiesResponse:
+        with self.lock:
+            index, key, priority = validate_priority_update(
+                request, self.storage.capacity, self.storage.size
+            )
+            stale = self.priorities.update(index, key, priority)
+            self.priority_updates += len(index) - stale
+            self.stale_priority_updates += stale
         return pb.UpdatePrioritiesResponse(updated=len(index) - stale, stale=stale)
 
     # -- Info ---------------------------------------------------------------------

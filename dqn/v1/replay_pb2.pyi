@@ -177,7 +177,7 @@ class ActorInfo(_message.Message):
     def __init__(self, actor_id: _Optional[int] = ..., last_sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., epsilon: _Optional[float] = ..., env_steps: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("capacity", "size", "inserted", "sampled", "rejected_batches", "duplicate_batches", "env_steps", "actors", "policy_lag", "episodes", "episodes_cursor", "episodes_total", "samples_per_insert", "obs_bytes", "num_actions", "obs_shape", "priority_updates", "stale_priority_updates", "actors_expired", "incarnations_expired")
+    __slots__ = ("capacity", "size", "inserted", "sampled", "rejected_batches", "duplicate_batches", "env_steps", "actors", "policy_lag", "episodes", "episodes_cursor", "episodes_total", "samples_per_insert", "obs_bytes", "num_actions", "obs_shape", "priority_updates", "stale_priority_updates", "actors_expired", "incarnations_expired", "learner_version")
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     INSERTED_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +198,7 @@ class InfoResponse(_message.Message):
     STALE_PRIORITY_UPDATES_FIELD_NUMBER: _ClassVar[int]
     ACTORS_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     INCARNATIONS_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_VERSION_FIELD_NUMBER: _ClassVar[int]
     capacity: int
     size: int
     inserted: int
@@ -218,7 +219,8 @@ class InfoResponse(_message.Message):
     stale_priority_updates: int
     actors_expired: int
     incarnations_expired: int
-    def __init__(self, capacity: _Optional[int] = ..., size: _Optional[int] = ..., inserted: _Optional[int] = ..., sampled: _Optional[int] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., env_steps: _Optional[int] = ..., actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ..., policy_lag: _Optional[float] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., episodes_cursor: _Optional[int] = ..., episodes_total: _Optional[int] = ..., samples_per_insert: _Optional[float] = ..., obs_bytes: _Optional[int] = ..., num_actions: _Optional[int] = ..., obs_shape: _Optional[_Iterable[int]] = ..., priority_updates: _Optional[int] = ..., stale_priority_updates: _Optional[int] = ..., actors_expired: _Optional[int] = ..., incarnations_expired: _Optional[int] = ...) -> None: ...
+    learner_version: int
+    def __init__(self, capacity: _Optional[int] = ..., size: _Optional[int] = ..., inserted: _Optional[int] = ..., sampled: _Optional[int] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., env_steps: _Optional[int] = ..., actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ..., policy_lag: _Optional[float] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., episodes_cursor: _Optional[int] = ..., episodes_total: _Optional[int] = ..., samples_per_insert: _Optional[float] = ..., obs_bytes: _Optional[int] = ..., num_actions: _Optional[int] = ..., obs_shape: _Optional[_Iterable[int]] = ..., priority_updates: _Optional[int] = ..., stale_priority_updates: _Optional[int] = ..., actors_expired: _Optional[int] = ..., incarnations_expired: _Optional[int] = ..., learner_version: _Optional[int] = ...) -> None: ...
 
 class Weights(_message.Message):
     __slots__ = ("version", "params", "updates", "env_steps")

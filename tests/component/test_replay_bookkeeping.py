@@ -230,3 +230,55 @@ def test_sample_whose_answer_exceeds_the_message_limit_is_refused_uncounted(
     assert r.sampled == 100  # refused requests count nothing
     assert r.samples_per_insert == pytest.approx(100 / 8)
     channel.close()
+
+
+def test_server_memory_stays_bounded_after_many_large_answers(tmp_path):
+    """60 answers near the message limit, then 60 refused oversize requests: the
+    server process's RSS grows by a bounded amount once warm, not per answer (a
+    32-thread server kept glibc arenas full of large buffers: +1.1 GiB after 60)."""
+    import psutil
+
+    from bench.common import ReplayServerProcess
+
+    limit_mb, obs_shape = 16, (2, 40, 80)  # PixelCartPole-v1 frame stacks
+    server = ReplayServerProcess(
+        tmp_path,
+        "--env",
+        "PixelCartPole-v1",
+        "--replay.capacity",
+        "2048",
+        "--replay.max-message-mb",
+        str(limit_mb),
+    )
+    channel, stub = replay_stub(server.address, limit_mb)
+    try:
+        obs = np.random.default_rng(0).integers(0, 255, (256, *obs_shape), dtype=np.uint8)
+        for seq in range(1, 9):
+            cols = {**columns(0, 256), "obs": obs, "next_obs": obs}
+            push(stub, make_batch(seq, cols=cols), timeout=60)
+        row = 2 * obs.nbytes // 256 + 17
+        rows = (limit_mb << 20) // row - 8  # just under the limit
+        rss = psutil.Process(server.proc.pid).memory_info
+        for _ in range(5):  # warm-up: buffers, arenas, grpc's own pools
+            assert sample(stub, batch_size=rows).num_batches == 1
+        warm = rss().rss
+        for _ in range(60):
+            assert sample(stub, batch_size=rows).num_batches == 1
+        after_large = rss().rss
+        for _ in range(60):
+            err = refused(lambda: sample(stub, batch_size=rows * 4))
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        after_refused = rss().rss
+        answer = rows * row
+        mib = 1 << 20
+        print(
+            f"\nreplay RSS: warm {warm / mib:.0f} MiB, after 60 answers of "
+            f"{answer / mib:.1f} MiB {after_large / mib:.0f} MiB, after 60 refused "
+            f"{after_refused / mib:.0f} MiB"
+        )
+        assert after_large - warm < 4 * answer, (warm, after_large, answer)
+        assert after_refused - after_large < answer // 4, (after_large, after_refused)
+        assert info(stub).sampled == 65 * rows
+    finally:
+        channel.close()
+        server.stop()

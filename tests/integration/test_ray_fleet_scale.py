@@ -1,0 +1,127 @@
+"""A real Ray fleet past the old 32-thread ceiling: `dqn train` with 48 Ray actors of
+one env each on fractional CPUs. Every actor must be seen acting with the learner's
+weights while training goes on, with a small policy lag for each of them (per-actor
+version and lag from the replay server's Info)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from dqn import rpc
+from dqn.security import Security
+from dqn.v1 import replay_pb2 as pb
+from dqn.v1 import replay_pb2_grpc as pb_grpc
+from tests.integration._train import start_dqn, summary
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+ACTORS = 48
+# Lag is counted in published versions (one per learner.publish_every updates). An
+# actor renews its weights between vector steps and its newest batch waits at most
+# one push (push_every transitions): a handful of versions behind at the most, where
+# an actor stuck on its first weights falls hundreds behind within the run.
+MAX_LAG = 8
+
+
+def _log(tmp_path) -> str:
+    return (tmp_path / "train.log").read_text(errors="replace")[-4000:]
+
+
+def _info(address: str, token: str) -> pb.InfoResponse:
+    with rpc.channel(address, security=Security(token=token)) as ch:
+        return pb_grpc.ReplayServiceStub(ch).Info(pb.InfoRequest(), timeout=10)
+
+
+def test_48_ray_actors_all_act_with_the_learners_weights(tmp_path):
+    run_dir = tmp_path / "run"
+    # Output to a file: a pipe nobody reads while the test polls would fill up and
+    # block the launcher and the learner on their next print.
+    out = open(tmp_path / "train.log", "w")  # noqa: SIM115 - closed in finally
+    proc = start_dqn(
+        "train",
+        "--env",
+        "CartPole-v1",
+        "--run-dir",
+        str(run_dir),
+        "--num-actors",
+        str(ACTORS),
+        "--actors.envs-per-actor",
+        "1",
+        "--actors.cpus-per-actor",
+        str(round(2 / ACTORS, 4)),
+        "--actors.push-every",
+        "16",
+        "--run.stop-when-solved",
+        "false",
+        "--max-seconds",
+        "1500",  # ended by the test once it has seen what it needs
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    t0 = time.monotonic()
+    seen: dict[int, int] = {}  # actor id -> the version it acted with when first current
+    try:
+        ready = run_dir / ".replay.ready"
+        deadline = time.monotonic() + 600  # 48 Ray workers start on 2 cores: minutes
+        while not ready.exists() or not (run_dir / ".token").exists():
+            assert proc.poll() is None, _log(tmp_path)
+            assert time.monotonic() < deadline, "replay server never came up"
+            time.sleep(0.5)
+        address = json.loads(ready.read_text())["address"]
+        token = (run_dir / ".token").read_text().strip()
+        while len(seen) < ACTORS:
+            assert proc.poll() is None, _log(tmp_path)
+            assert time.monotonic() < deadline, (
+                f"only {len(seen)} of {ACTORS} actors acted with published weights: "
+                f"missing {sorted(set(range(ACTORS)) - set(seen))}"
+            )
+            info = _info(address, token)
+            for a in info.actors:
+                # Acting with the learner's weights: a version published after the
+                # first, and near the newest (an actor on its initial random weights
+                # would stay at the version it started with).
+                if a.policy_version > 1:
+                    seen.setdefault(a.actor_id, a.policy_version)
+            time.sleep(1.0)
+        all_current = time.monotonic() - t0
+        # Training goes on meanwhile, and every actor keeps up with it.
+        before = _info(address, token)
+        deadline = time.monotonic() + 300
+        while True:
+            after = _info(address, token)
+            newest = after.learner_version
+            if newest >= before.learner_version + 3 * MAX_LAG:
+                break
+            assert time.monotonic() < deadline, "the learner stopped publishing"
+            time.sleep(1.0)
+        per_actor = {a.actor_id: newest - a.policy_version for a in after.actors}
+        assert len(after.actors) == ACTORS
+        assert max(per_actor.values()) <= MAX_LAG, (
+            sorted(per_actor.items(), key=lambda kv: -kv[1]),
+            _log(tmp_path),
+        )
+        assert after.inserted > before.inserted
+        print(
+            f"\nall {ACTORS} actors acting with published weights {all_current:.0f} s after "
+            f"start; per-actor lag now max {max(per_actor.values())}, mean "
+            f"{sum(per_actor.values()) / ACTORS:.2f} versions (server policy_lag "
+            f"{after.policy_lag:.2f}); newest version {newest}; "
+            f"{after.env_steps:,} env steps"
+        )
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)  # the launcher stops every child itself
+            try:
+                proc.wait(180)
+            except Exception:  # noqa: BLE001 - last resort: end the whole group
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.close()
+    s = summary(run_dir)
+    assert s["actors"] == ACTORS and s["updates"] > 0
