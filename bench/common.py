@@ -100,7 +100,11 @@ class ReplayServerProcess:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file
             )
-        self.address = self._wait_ready(ready_timeout)
+        try:
+            self.address = self._wait_ready(ready_timeout)
+        except BaseException:  # the caller never gets this object: stop the child here
+            self.stop()
+            raise
 
     def _wait_ready(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
