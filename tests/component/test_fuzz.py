@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dqn import codec
+from dqn import codec, rpc
 from dqn.config import build
 from dqn.v1 import replay_pb2 as pb
 from replay_server.server import SERVICE_NAME, ReplayServer
@@ -792,9 +792,12 @@ def test_server_stops_after_undecodable_pushes(disposable_harness):
     h.stopped = True
     start = time.monotonic()
     stopper = stop_in_background(h.server)
-    stopper.join(10)
+    stopper.join(30)
     elapsed = time.monotonic() - start
-    assert elapsed < 0.5 + 2.0, f"ReplayServer.stop(grace=0.5) took {elapsed:.1f} s"
+    assert not stopper.is_alive(), "ReplayServer.stop(grace=0.5) never returned"
+    # Unfinished calls are cut at the grace: stop() is bounded by it plus the
+    # server's own slack (rpc.STOP_SLACK_S), not by the calls.
+    assert elapsed < 0.5 + rpc.STOP_SLACK_S, f"ReplayServer.stop(grace=0.5) took {elapsed:.1f} s"
 
 
 def test_non_canonical_bool_bytes_are_refused(harness):

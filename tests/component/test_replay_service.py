@@ -149,15 +149,27 @@ def test_waiting_sample_is_answered_once_min_size_is_reached(replay_server_facto
     with channel:
         result = {}
         thread = threading.Thread(
-            target=lambda: result.setdefault("r", sample(stub, batch_size=4, timeout_ms=10_000))
+            target=lambda: result.setdefault("r", sample(stub, batch_size=4, timeout_ms=60_000))
         )
         thread.start()
+        # The Sample must really be waiting before the data arrives.
+        assert wait_until(lambda: server.servicer.waiting_samplers == 1)
         for seq in range(1, 8):
             push(stub, make_batch(seq, (seq - 1) * 8, 8))
-        thread.join(10)
+        thread.join(60)
         assert not thread.is_alive()
         assert result["r"].num_batches == 1
         assert len(row_ids(decode_sample(result["r"]))) == 4
+
+
+def wait_until(condition, timeout: float = 60.0) -> bool:
+    """Poll ``condition`` until true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 # -- rate limiter (samples-per-insert band) over the wire ---------------------------
@@ -185,12 +197,13 @@ def test_band_holds_back_a_fast_fleet_until_the_learner_samples(replay_server_fa
         thread = threading.Thread(target=blocked_push)
         thread.start()
         try:
-            assert not done.wait(0.3), "push was not held back by the rate limiter"
+            held = wait_until(lambda: server.servicer.waiting_pushers == 1 or done.is_set())
+            assert held and not done.is_set(), "push was not held back by the rate limiter"
             assert info(stub).inserted == 24
             assert sample(stub, batch_size=8).num_batches == 1  # diff 8: room for 8 more
-            assert done.wait(5), "push not released after the learner sampled"
+            assert done.wait(60), "push not released after the learner sampled"
         finally:
-            thread.join(10)
+            thread.join(60)
         assert result["reply"].accepted_batches == 1
         assert info(stub).inserted == 32
 
@@ -202,7 +215,7 @@ def test_duplicate_is_dropped_without_waiting_for_the_band(replay_server_factory
     with channel:
         push(stub, make_batch(1, 0, 8), make_batch(2, 8, 8), make_batch(3, 16, 8))  # diff 16
         try:
-            reply = push(stub, make_batch(3, 16, 8), timeout=2.0)  # a retry of seq 3
+            reply = push(stub, make_batch(3, 16, 8), timeout=30.0)  # a retry of seq 3
         except grpc.RpcError as exc:
             pytest.fail(f"duplicate push held back by the rate limiter: {exc.code()}")
         assert (reply.accepted_batches, reply.duplicate_batches) == (0, 1)
@@ -258,7 +271,7 @@ def test_pushers_held_back_by_the_band_do_not_starve_the_sampler(replay_server_f
         assert server.servicer.waiting_pushers == fleet  # all held, none refused
         try:
             assert info(stub).size == 24
-            resp = stub.Sample(pb.SampleRequest(batch_size=8, num_batches=1), timeout=3)
+            resp = stub.Sample(pb.SampleRequest(batch_size=8, num_batches=1), timeout=30)
         except grpc.RpcError as exc:
             pytest.fail(f"Sample starved by {fleet} blocked pushers: {exc.code()}")
         assert resp.num_batches == 1
@@ -339,7 +352,7 @@ def test_concurrent_pushers(replay_server):
     def pusher(actor_id: int):
         channel, stub = replay_stub(replay_server.address)
         try:
-            start.wait(5)
+            start.wait(60)
             seq = 0
             for _ in range(calls):
                 batches = []
@@ -364,7 +377,7 @@ def test_concurrent_pushers(replay_server):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(120)
     assert not errors
     assert len(replies) == threads_n * calls
     total = threads_n * calls * per_call * rows
