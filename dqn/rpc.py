@@ -1,10 +1,9 @@
 """gRPC plumbing every server and client shares: options, health, addresses, readiness.
 
 Servers are :class:`AioServer`: a ``grpc.aio`` server on an event-loop thread of its
-own, so an open stream or a waiting call costs a coroutine, not a thread (decision 22
+own, so an open stream or a waiting call costs a coroutine, not a thread (decision 23
 in ``docs/decisions.md``). Its behaviours are coroutine functions and run on that one
 loop: CPU-bound work longer than a call's own share goes to ``asyncio.to_thread``.
-:func:`make_server` is the older synchronous server (one thread per open call).
 """
 
 from __future__ import annotations
@@ -19,17 +18,15 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import _async as health_async
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dqn.security import (
     OPEN_METHODS_PREFIX,
     Security,
-    aio_server_interceptors,
     handler_like,
     secure_channel,
     server_credentials,
@@ -78,30 +75,8 @@ def server_options(max_message_mb: int = 64) -> list[tuple[str, int]]:
     ]
 
 
-def make_server(
-    max_message_mb: int = 64, max_workers: int = 32, security: Security | None = None
-) -> grpc.Server:
-    """A synchronous gRPC server (one thread per open call); with ``security.token``
-    every call but health needs the token. New servers use :class:`AioServer`."""
-    return grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers),
-        interceptors=server_interceptors(security),
-        options=server_options(max_message_mb),
-        maximum_concurrent_rpcs=max_workers * 4,
-    )
-
-
-def add_health(server: grpc.Server, *service_names: str) -> health.HealthServicer:
-    servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    for name in ("", *service_names):
-        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return servicer
-
-
 def bind(server, host: str, port: int, security: Security | None = None) -> int:
-    """Bind ``host:port`` (port 0 picks a free one), with TLS if configured; the port.
-    Works for ``grpc.Server`` and ``grpc.aio.Server``."""
+    """Bind ``host:port`` (port 0 picks a free one), with TLS if configured; the port."""
     address = f"{host}:{port}"
     try:
         if security is not None and security.cert_pem is not None:
@@ -226,7 +201,7 @@ class AioServer:
         self._security = security
         self._health_services = ("", *health_services)
         self.limit = CallLimit(max_open_calls, exempt_methods)
-        self._interceptors = [*aio_server_interceptors(security), self.limit]
+        self._interceptors = [*server_interceptors(security), self.limit]
         self._adders: list[Callable[[grpc.aio.Server], None]] = []
         self._stop_hooks: list[Callable[[], object]] = []
         self.name = name

@@ -6,9 +6,8 @@
   more than one ``authorization`` value is refused whatever the values are
   (``UNAUTHENTICATED`` "more than one authorization value"): no order of a wrong and
   a right token gets in. gRPC health checking stays open (it reveals nothing and
-  lets orchestrators probe liveness without the secret). The same rule runs in the
-  synchronous servers (:class:`TokenAuthInterceptor`) and the asyncio ones
-  (:class:`AioTokenAuthInterceptor`).
+  lets orchestrators probe liveness without the secret). :class:`TokenAuthInterceptor`
+  enforces this on every server (each is a ``grpc.aio`` ``dqn.rpc.AioServer``).
 * **TLS.** With a certificate and key the server listens with TLS; with a CA it also
   verifies client certificates (mutual TLS) when ``client_auth`` is set. Clients
   verify the server against the CA and present their own certificate for mTLS.
@@ -93,13 +92,6 @@ def load(cfg, environ: Mapping[str, str] | None = None) -> Security:
 
 
 # -- server side -----------------------------------------------------------------------
-def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    def abort(request_or_iterator, context):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    return handler_like(handler, abort)
-
-
 def token_denial(metadata, expected: bytes) -> str | None:
     """Why a call with ``metadata`` is refused (None: let in). ``expected`` is
     ``b"Bearer <token>"``; the comparison takes constant time."""
@@ -122,21 +114,7 @@ def _expected(token: str) -> bytes:
     return f"Bearer {token}".encode()
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Refuses every call (but health checks) without the right bearer token."""
-
-    def __init__(self, token: str):
-        self._expected = _expected(token)
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(OPEN_METHODS_PREFIX):
-            return handler
-        denial = token_denial(handler_call_details.invocation_metadata, self._expected)
-        return handler if denial is None else _deny(handler, denial)
-
-
-def _aio_deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
     async def abort(request_or_iterator, context):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
@@ -160,8 +138,8 @@ def handler_like(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethodHan
     )
 
 
-class AioTokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """:class:`TokenAuthInterceptor` for ``grpc.aio`` servers: the same rule and messages."""
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call (but health checks) without exactly one right bearer token."""
 
     def __init__(self, token: str):
         self._expected = _expected(token)
@@ -171,15 +149,11 @@ class AioTokenAuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler_call_details.method.startswith(OPEN_METHODS_PREFIX):
             return handler
         denial = token_denial(handler_call_details.invocation_metadata, self._expected)
-        return handler if denial is None else _aio_deny(handler, denial)
+        return handler if denial is None else _deny(handler, denial)
 
 
-def server_interceptors(security: Security | None) -> list[grpc.ServerInterceptor]:
+def server_interceptors(security: Security | None) -> list[grpc.aio.ServerInterceptor]:
     return [TokenAuthInterceptor(security.token)] if security and security.token else []
-
-
-def aio_server_interceptors(security: Security | None) -> list[grpc.aio.ServerInterceptor]:
-    return [AioTokenAuthInterceptor(security.token)] if security and security.token else []
 
 
 def server_credentials(security: Security) -> grpc.ServerCredentials:
