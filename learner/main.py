@@ -34,7 +34,7 @@ from learner import checkpoint
 from learner.cuda_graph import CapturedUpdate
 from learner.dqn import DQNUpdate
 from learner.evaluation import Evaluator
-from learner.metrics import Metrics
+from learner.metrics import Metrics, thin_history
 from learner.priority_sender import PrioritySender
 from learner.sampler import PrefetchingSampler
 from learner.weight_service import WeightServer
@@ -71,9 +71,15 @@ class Progress:
     updates: int = 0
     env_steps: int = 0
     episodes_cursor: int = 0
-    evals: list = field(default_factory=list)  # (env_steps, updates, seconds, mean, std)
+    # (env_steps, updates, seconds, mean, std), thinned evenly to metrics.EVALS_KEPT
+    evals: list = field(default_factory=list)
+    evaluations: int = 0  # evaluations run (evals keeps a thinned history of them)
     solved_at: dict | None = None
     epsilon: float = 1.0
+
+    def __post_init__(self) -> None:
+        # a checkpoint from before the history was thinned has no count
+        self.evaluations = max(self.evaluations, len(self.evals))
 
 
 class LearnerProcess:
@@ -144,6 +150,7 @@ class LearnerProcess:
         self.metrics.episodes.extend(tuple(e) for e in state.get("episodes", []))
         self.metrics.episodes_total = state.get("episodes_total", 0)
         self.metrics.evals = [(e[0], e[3], e[4]) for e in self.progress.evals]
+        self.metrics.evaluations_total = self.progress.evaluations
         log.info(
             "resumed from %s at %d updates, %d env steps",
             self.ckpt_path,
@@ -284,6 +291,8 @@ class LearnerProcess:
         p = self.progress
         mean, std = float(returns.mean()), float(returns.std())
         p.evals.append((p.env_steps, self.dqn.updates, self.elapsed(), mean, std))
+        p.evaluations += 1
+        thin_history(p.evals, p.evaluations)
         self.metrics.evaluation(p.env_steps, returns, self.dqn.updates)
         solved = self.threshold is not None and mean >= self.threshold
         print(
@@ -472,7 +481,7 @@ class LearnerProcess:
                 "mean return of the last 20 training episodes",
                 latest.get("recent_return", nan),
             ),
-            Series("dqn_learner_evaluations_total", "counter", "greedy evaluations", len(p.evals)),
+            Series("dqn_learner_evaluations_total", "counter", "greedy evaluations", p.evaluations),
             Series(
                 "dqn_learner_eval_return",
                 "gauge",
