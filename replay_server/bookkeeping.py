@@ -60,6 +60,11 @@ class ActorState:
     # incarnation -> Life, least recently heard first.
     lives: collections.OrderedDict[int, Life] = field(default_factory=collections.OrderedDict)
     env_steps_retired: int = 0  # steps of lives whose dedup state expired
+    expired_now: int = 0  # lives expired by the latest record (counted by the book)
+
+    def retire(self, life: Life) -> None:
+        self.env_steps_retired += life.env_steps
+        self.expired_now += 1
 
     @property
     def env_steps(self) -> int:
@@ -84,30 +89,20 @@ class ActorBook:
 
     def record(self, batch: pb.TransitionBatch) -> None:
         """``batch`` (validated, not a duplicate) was stored: move the cursors."""
-        actor = self.actors.get(batch.actor_id)
-        if actor is None:
-            actor = self.actors[batch.actor_id] = ActorState()
-            while len(self.actors) > self.actors_kept:
-                _, gone = self.actors.popitem(last=False)
-                self.env_steps_retired += gone.env_steps
-                self.actors_expired += 1
-        else:
-            self.actors.move_to_end(batch.actor_id)
-        life = actor.lives.get(batch.incarnation)
-        if life is None:
-            life = actor.lives[batch.incarnation] = Life()
-            while len(actor.lives) > self.lives_kept:
-                _, old = actor.lives.popitem(last=False)
-                actor.env_steps_retired += old.env_steps
-                self.incarnations_expired += 1
-        else:
-            actor.lives.move_to_end(batch.incarnation)
+        actor = _touch(self.actors, batch.actor_id, ActorState, self.actors_kept, self._forget)
+        life = _touch(actor.lives, batch.incarnation, Life, self.lives_kept, actor.retire)
+        self.incarnations_expired += actor.expired_now
+        actor.expired_now = 0
         life.last_sequence = batch.sequence
         life.env_steps = max(life.env_steps, batch.actor_env_steps)
         actor.last_sequence = batch.sequence
         actor.incarnation = batch.incarnation
         actor.policy_version = batch.policy_version
         actor.epsilon = batch.epsilon
+
+    def _forget(self, actor: ActorState) -> None:
+        self.env_steps_retired += actor.env_steps
+        self.actors_expired += 1
 
     def env_steps(self) -> int:
         """Env steps of the whole fleet, every life and every forgotten actor included."""
@@ -176,9 +171,20 @@ class ActorBook:
                 env_steps_retired=_clamp(a["env_steps_retired"]),
             )
         while len(self.actors) > self.actors_kept:
-            _, gone = self.actors.popitem(last=False)
-            self.env_steps_retired += gone.env_steps
-            self.actors_expired += 1
+            self._forget(self.actors.popitem(last=False)[1])
+
+
+def _touch(table: collections.OrderedDict, key, make, limit: int, retire):
+    """``table[key]``, made with ``make()`` if new, as the most recent entry; past
+    ``limit`` entries the least recent are handed to ``retire`` and dropped."""
+    value = table.get(key)
+    if value is None:
+        value = table[key] = make()
+        while len(table) > limit:
+            retire(table.popitem(last=False)[1])
+    else:
+        table.move_to_end(key)
+    return value
 
 
 def _clamp(value) -> int:

@@ -233,11 +233,10 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         a duplicate). At most ``max_waiting_pushers`` wait at once; the next one gets
         UNAVAILABLE with a retry hint, which the writers honour."""
         if self.waiting_pushers >= self.max_waiting_pushers:
-            await context.abort(
+            await _busy(
+                context,
                 grpc.StatusCode.UNAVAILABLE,
-                f"replay is rate limited and {self.waiting_pushers} pushers wait already; "
-                f"retry in {RATE_LIMITED_RETRY_MS} ms",
-                trailing_metadata=((RETRY_AFTER_KEY, str(RATE_LIMITED_RETRY_MS)),),
+                f"replay is rate limited and {self.waiting_pushers} pushers wait already",
             )
         self.waiting_pushers += 1
         try:
@@ -262,11 +261,10 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         self.learner_version = max(self.learner_version, request.learner_version)
         if not self.limiter.can_sample(self.storage.size, total):
             if timeout > 0 and self.waiting_samplers >= self.max_waiting_samplers:
-                await context.abort(
+                await _busy(
+                    context,
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"{self.waiting_samplers} Sample calls wait already (the limit); "
-                    f"retry in {RATE_LIMITED_RETRY_MS} ms",
-                    trailing_metadata=((RETRY_AFTER_KEY, str(RATE_LIMITED_RETRY_MS)),),
+                    f"{self.waiting_samplers} Sample calls wait already (the limit)",
                 )
             self.waiting_samplers += 1
             try:
@@ -406,6 +404,15 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 f"batch.action: {n} transitions can never pass the rate limiter band "
                 f"(at most {largest} per batch with these settings)",
             )
+
+
+async def _busy(context, code: grpc.StatusCode, why: str) -> None:
+    """Refuse a call the server has no room to hold, with a ``retry-after-ms`` hint."""
+    await context.abort(
+        code,
+        f"{why}; retry in {RATE_LIMITED_RETRY_MS} ms",
+        trailing_metadata=((RETRY_AFTER_KEY, str(RATE_LIMITED_RETRY_MS)),),
+    )
 
 
 def _parse(cls, raw):
