@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import grpc
+from grpc._cython.cygrpc import BaseError  # what a write to a vanished client raises
 
 from dqn import rpc
 from dqn import weights as weights_codec
@@ -50,7 +51,8 @@ class WeightPublisher:
       bytes that version costs to broadcast;
     * ``bytes_sent``: bytes written so far, streams and ``GetWeights`` together;
     * ``versions_sent`` and ``versions_skipped`` (versions a slow stream jumped over);
-    * ``stalled``: streams ended because their client stopped reading.
+    * ``stalled``: streams ended because their client stopped reading;
+    * ``gone``: streams whose client vanished in the middle of a write.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class WeightPublisher:
         self.versions_sent = 0
         self.versions_skipped = 0
         self.stalled = 0
+        self.gone = 0  # streams whose client vanished in the middle of a write
 
     @property
     def version(self) -> int:
@@ -120,6 +123,12 @@ class WeightPublisher:
                 try:
                     async with asyncio.timeout(self.stall_seconds):
                         await context.write(latest.data)
+                except BaseError:
+                    # The write failed: the client went away mid-write (cancelled, its
+                    # deadline ran out, the connection dropped). The stream is over;
+                    # there is nobody to answer.
+                    self.gone += 1
+                    return
                 except TimeoutError:
                     self.stalled += 1
                     await context.abort(

@@ -258,3 +258,46 @@ def test_a_quiet_stream_ends_with_ok_after_its_lifetime_and_renews():
         asyncio.run(scenario())
     finally:
         server.stop(0.5)
+
+
+def test_clients_vanishing_mid_write_end_their_streams_quietly(caplog):
+    """Subscribers cancelled while large weights are being written to them: each stream
+    ends without grpc's 'ExecuteBatchError raised in core' traceback in the log, and
+    the server counts them and holds no subscriber afterwards."""
+    server = WeightServer("127.0.0.1", 0)
+    server.start()
+    state = {"w": torch.randn(2_000_000)}  # 8 MB: writes take long enough to be cut
+    stop = threading.Event()
+
+    def publish_fast():
+        while not stop.is_set():
+            server.publisher.publish(state)
+            time.sleep(0.01)
+
+    publisher = threading.Thread(target=publish_fast)
+    try:
+        server.publisher.publish(state)
+        publisher.start()
+        with caplog.at_level("ERROR"):
+            for _ in range(20):
+                with rpc.channel(server.address) as ch:
+                    call = pb_grpc.WeightServiceStub(ch).WatchWeights(
+                        pb.WatchWeightsRequest(), timeout=30
+                    )
+                    try:
+                        for k, _msg in enumerate(call):
+                            if k == 1:
+                                call.cancel()
+                    except grpc.RpcError as exc:
+                        assert exc.code() == grpc.StatusCode.CANCELLED
+            stop.set()
+            publisher.join(10)
+            deadline = time.monotonic() + 30
+            while server.publisher.subscribers and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert server.publisher.subscribers == 0
+        noise = [r.getMessage() for r in caplog.records if "ExecuteBatchError" in r.getMessage()]
+        assert not noise, noise
+    finally:
+        stop.set()
+        server.stop(0.5)
