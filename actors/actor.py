@@ -2,6 +2,9 @@
 
 The loop only touches the adder (which writes batches) and the weight client (which
 never blocks); it knows nothing of gRPC or Ray, so it also runs as a plain process.
+Per vector step it does whole-array work only: one forward pass (numpy for the MLP,
+so an MLP actor never imports torch; torch for the conv net), one epsilon-greedy
+pick, one env step, one adder step. ``docs/actors.md`` has the profile.
 """
 
 from __future__ import annotations
@@ -13,15 +16,13 @@ import random
 import threading
 
 import numpy as np
-import torch
 
 from actors import epsilon as schedules
 from actors.adder import TransitionAdder
-from actors.policy import epsilon_greedy
+from actors.policy import EpsilonGreedy, build_policy
 from actors.priority import td_priorities
 from dqn.config import Config
 from dqn.envs import make_vector_env, wire_dtype
-from dqn.networks import build_q_network
 from dqn.security import Security
 
 log = logging.getLogger("actors.actor")
@@ -40,12 +41,14 @@ class Actor:
         self.weights = weight_client
         self.seed = config.run.seed * 100_003 + actor_id * 1_009
         self.rng = np.random.default_rng(self.seed)
-        torch.manual_seed(self.seed)
         self.env = make_vector_env(config.env.id, self.num_envs, seed=self.seed)
         obs_shape = self.env.single_observation_space.shape
         self.n_actions = int(self.env.single_action_space.n)
-        self.net = build_q_network(obs_shape, self.n_actions, config.network)
-        self.net.eval()
+        # initial weights until the learner's arrive (their own stream of the seed)
+        self.policy = build_policy(
+            obs_shape, self.n_actions, config.network, np.random.default_rng([self.seed, 1])
+        )
+        self.explore = EpsilonGreedy(self.num_envs, self.n_actions, self.rng)
         if a.epsilon == "apex":
             total = a.num_actors * self.num_envs
             first = actor_id * self.num_envs
@@ -65,12 +68,30 @@ class Actor:
             policy_version=lambda: self.weights.version,
             epsilon=self.current_epsilon_mean,
             priority_fn=(
-                functools.partial(td_priorities, self.net)
+                functools.partial(td_priorities, self.policy)
                 if config.replay.prioritized and a.initial_priorities
                 else None
             ),
             obs_dtype=wire_dtype(self.env.single_observation_space),
         )
+
+    @property
+    def net(self):
+        """The policy as a torch module (``dqn.networks``) holding the current weights;
+        imports torch, so the acting loop never uses it."""
+        if hasattr(self.policy, "net"):
+            return self.policy.net
+        import torch
+
+        from dqn.networks import build_q_network
+
+        net = build_q_network(
+            self.env.single_observation_space.shape, self.n_actions, self.config.network
+        )
+        net.load_state_dict(
+            {k: torch.from_numpy(np.array(v)) for k, v in self.policy.state_dict().items()}
+        )
+        return net.eval()
 
     def epsilon(self) -> np.ndarray | float:
         if self._apex is not None:
@@ -85,7 +106,6 @@ class Actor:
 
     def run(self, stop: threading.Event, max_steps: int | None = None) -> int:
         """Act until ``stop`` is set (or ``max_steps`` vector steps); returns env steps."""
-        torch.set_num_threads(1)
         # Act with the learner's weights (and its exploration position) from the first
         # step; if the learner is not up yet, start anyway with the local init.
         if not self.weights.wait_first(FIRST_WEIGHTS_TIMEOUT_S):
@@ -97,18 +117,23 @@ class Actor:
         obs, _ = self.env.reset(seed=self.seed)
         self.adder.observe_first(obs)
         poll = self.config.actors.weight_poll_steps
+        policy, explore, env, adder, weights = (
+            self.policy,
+            self.explore,
+            self.env,
+            self.adder,
+            self.weights,
+        )
         step = 0
-        with torch.inference_mode():
-            while not stop.is_set() and (max_steps is None or step < max_steps):
-                if step % poll == 0:
-                    self.weights.update(self.net)
-                q = self.net(torch.as_tensor(obs, dtype=torch.float32)).numpy()
-                actions = epsilon_greedy(q, self.epsilon(), self.rng)
-                obs, reward, terminated, truncated, _ = self.env.step(actions)
-                self.adder.add(actions, reward, obs, terminated, truncated)
-                step += 1
-        self.adder.flush()
-        return self.adder.env_steps
+        while not stop.is_set() and (max_steps is None or step < max_steps):
+            if step % poll == 0:
+                weights.update(policy)
+            actions = explore(policy(obs), self.epsilon())
+            obs, reward, terminated, truncated, _ = env.step(actions)
+            adder.add(actions, reward, obs, terminated, truncated)
+            step += 1
+        adder.flush()
+        return adder.env_steps
 
     def close(self) -> None:
         self.env.close()

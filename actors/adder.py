@@ -16,7 +16,6 @@ inside the window (``terminated`` then cuts the bootstrap; truncation keeps it).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable
 
 import numpy as np
@@ -27,6 +26,14 @@ from dqn.v1 import replay_pb2 as pb
 
 
 class TransitionAdder:
+    """Vectorized: a vector step is a few whole-array writes into a ring of recent steps
+    (no per-env Python loop); the transitions are cut out of the ring, all envs and
+    steps at once, when ``push_every`` of them are ready (or the ring is about to
+    wrap). Batches, their order, sizes and episode records are those of the simple
+    per-env algorithm described above: rows in (step, env) order, oldest window start
+    first; every batch exactly ``push_every`` rows except the one ``flush()`` sends.
+    """
+
     def __init__(
         self,
         num_envs: int,
@@ -56,18 +63,48 @@ class TransitionAdder:
         self.obs_dtype = np.dtype(obs_dtype)  # on the wire: float32, or uint8 for images
         self.sequence = 0
         self.env_steps = 0
-        self._obs: np.ndarray | None = None
-        self._reset_next = np.zeros(num_envs, dtype=bool)
-        self._windows = [collections.deque() for _ in range(num_envs)]  # (obs, action, reward)
-        self._ep_return = np.zeros(num_envs, dtype=np.float64)
-        self._ep_length = np.zeros(num_envs, dtype=np.int64)
-        self._rows: list[tuple] = []
-        self._episodes: list[pb.Episode] = []
+        e, n = num_envs, self.n_step
+        # gamma ** k by repeated multiplication, k = 0..n (as a running product would)
+        g, powers = 1.0, []
+        for _ in range(n + 1):
+            powers.append(g)
+            g *= self.gamma
+        self._gpow = np.array(powers, dtype=np.float64)
+        self._gpow32 = self._gpow.astype(np.float32)
+        self._k = np.arange(n)
+        # Ring of the last H steps: steps not cut yet (at most K) and the n-1 before
+        # them that open windows start in, plus the newest observation.
+        self._chunk = 2 * (-(-self.push_every // e)) + 2  # K
+        self._ring = self._chunk + n + 1  # H
+        h = self._ring
+        self._obs_h: np.ndarray | None = None  # [H, E, *obs_shape]: obs at step t
+        self._act_h = np.zeros((h, e), np.int64)
+        self._rew_h = np.zeros((h, e), np.float64)
+        self._rows_h = np.zeros((h, e), np.int64)  # transitions that step t completes
+        self._len_h = np.zeros((h, e), np.int64)  # window length including step t
+        self._done_h = np.zeros((h, e), bool)  # step t ended the episode
+        self._term_h = np.zeros((h, e), bool)
+        self._t = 0  # next step index
+        self._cut = 0  # first step not cut into rows yet
+        self._len = np.zeros(e, np.int64)  # open window length per env (< n)
+        self._reset_next = np.zeros(e, dtype=bool)
+        self._any_reset = False
+        self._ep_return = np.zeros(e, dtype=np.float64)
+        self._ep_length = np.zeros(e, dtype=np.int64)
+        self._counted = 0  # rows completed so far (cut or not)
+        self._sent = 0  # rows sent so far
+        self._pending: list[tuple[np.ndarray, ...]] = []  # cut, unsent column chunks
+        self._pending_rows = 0
+        self._episodes: list[tuple[int, pb.Episode]] = []  # (row position, episode)
 
     def observe_first(self, obs: np.ndarray) -> None:
         """The observations returned by ``env.reset()``, ``[E, *obs_shape]``."""
-        self._obs = np.array(obs, copy=True)
+        obs = np.asarray(obs)
+        if self._obs_h is None:
+            self._obs_h = np.zeros((self._ring, *obs.shape), self.obs_dtype)
+        self._obs_h[self._t % self._ring] = obs
         self._reset_next[:] = False
+        self._any_reset = False
 
     def add(
         self,
@@ -77,58 +114,118 @@ class TransitionAdder:
         terminated: np.ndarray,
         truncated: np.ndarray,
     ) -> None:
-        """One vector step: the actions taken in ``self._obs`` and what the env returned."""
-        if self._obs is None:
+        """One vector step: the actions taken in the last observations and what the
+        env returned. Whole-array operations only, except per finished episode."""
+        if self._obs_h is None:
             raise RuntimeError("observe_first() must be called before add()")
+        t, h, n = self._t, self._ring, self.n_step
+        s = t % h
+        ended = np.logical_or(terminated, truncated)
+        length = self._len + 1
+        if self._any_reset:  # reset-only steps: not transitions, windows stay empty
+            valid = ~self._reset_next
+            done = ended & valid
+            length[self._reset_next] = 0
+            np.add(self._ep_return, rewards, out=self._ep_return, where=valid)
+            self._ep_length += valid
+        else:
+            done = ended
+            self._ep_return += rewards
+            self._ep_length += 1
+        # transitions completed by this step: the whole window where an episode ended,
+        # else one where the window is full
+        rows = np.where(done, length, length == n)
+        any_done = done.any()
+        self._len = (
+            np.where(done, 0, np.minimum(length, n - 1)) if any_done else np.minimum(length, n - 1)
+        )
+        self._act_h[s] = actions
+        self._rew_h[s] = rewards
+        self._rows_h[s] = rows
+        self._len_h[s] = length
+        self._done_h[s] = done
+        self._term_h[s] = terminated
+        self._obs_h[(t + 1) % h] = next_obs
+        if any_done:
+            self._end_episodes(done, rows, terminated, truncated)
+        self._counted += int(rows.sum())
+        self._reset_next = ended
+        # (an env that reports an end on its reset-only step is reset again)
+        self._any_reset = bool(any_done or (self._any_reset and ended.any()))
+        self._t = t + 1
         self.env_steps += self.num_envs
-        for i in range(self.num_envs):
-            if self._reset_next[i]:  # reset-only step: not a transition
-                continue
-            window = self._windows[i]
-            window.append((self._obs[i], int(actions[i]), float(rewards[i])))
-            self._ep_return[i] += rewards[i]
-            self._ep_length[i] += 1
-            done = bool(terminated[i] or truncated[i])
-            if done:
-                # Flush everything: each pending start gets the remaining rewards.
-                while window:
-                    self._emit(window, next_obs[i], bool(terminated[i]))
-                    window.popleft()
-                self._episodes.append(
-                    pb.Episode(
-                        actor_id=self.actor_id,
-                        episode_return=float(self._ep_return[i]),
-                        length=int(self._ep_length[i]),
-                        truncated=bool(truncated[i]) and not terminated[i],
-                    )
-                )
-                self._ep_return[i] = 0.0
-                self._ep_length[i] = 0
-            elif len(window) == self.n_step:
-                self._emit(window, next_obs[i], False)
-                window.popleft()
-        self._reset_next = np.logical_or(terminated, truncated)
-        self._obs = np.array(next_obs, copy=True)
-        if len(self._rows) >= self.push_every:
-            self.flush()
+        if self._counted - self._sent >= self.push_every or self._t - self._cut >= self._chunk:
+            self._cut_rows()
+            while self._pending_rows >= self.push_every:
+                self._send(self.push_every)
 
-    def _emit(self, window, bootstrap_obs: np.ndarray, terminated: bool) -> None:
-        if len(self._rows) >= self.push_every:  # no batch larger than push_every
-            self.flush()
-        ret, g = 0.0, 1.0
-        for _, _, r in window:
-            ret += g * r
-            g *= self.gamma
-        obs0, a0, _ = window[0]
-        self._rows.append((obs0, a0, ret, bootstrap_obs, terminated, g))
+    def _end_episodes(self, done, rows, terminated, truncated) -> None:
+        position = self._counted + np.cumsum(rows)  # rows up to and including env i's
+        for i in np.flatnonzero(done):
+            episode = pb.Episode(
+                actor_id=self.actor_id,
+                episode_return=float(self._ep_return[i]),
+                length=int(self._ep_length[i]),
+                truncated=bool(truncated[i]) and not terminated[i],
+            )
+            self._episodes.append((int(position[i]), episode))
+            self._ep_return[i] = 0.0
+            self._ep_length[i] = 0
 
-    def flush(self) -> None:
-        """Send what is pending as one TransitionBatch (no-op when empty)."""
-        if not self._rows:
+    def _cut_rows(self) -> None:
+        """Cut the rows of steps ``[_cut, _t)`` out of the ring, all at once."""
+        e, h, n = self.num_envs, self._ring, self.n_step
+        steps = np.arange(self._cut, self._t)
+        self._cut = self._t
+        idx = steps % h
+        count = self._rows_h[idx].ravel()  # per (step, env), step-major
+        total = int(count.sum())
+        if total == 0:
             return
-        rows, self._rows = self._rows, []
-        obs, action, reward, next_obs, term, disc = zip(*rows, strict=True)
+        group = np.repeat(np.arange(count.size), count)
+        env = group % e
+        t = steps[group // e]
+        first = np.cumsum(count) - count
+        offset = np.arange(total) - first[group]  # 0 = oldest start of the window
+        done = self._done_h[idx].ravel()[group]
+        m = np.where(done, self._len_h[idx].ravel()[group] - offset, n)  # steps summed
+        start = t - m + 1
+        start_slot = start % h
+        reward_idx = (start[:, None] + self._k) % h
+        r = np.where(self._k < m[:, None], self._rew_h[reward_idx, env[:, None]], 0.0)
+        cols = (
+            self._obs_h[start_slot, env],
+            self._act_h[start_slot, env],
+            (r @ self._gpow[:n]).astype(np.float32),
+            self._obs_h[(t + 1) % h, env],
+            done & self._term_h[idx].ravel()[group],
+            self._gpow32[m],
+        )
+        self._pending.append(cols)
+        self._pending_rows += total
+
+    def _take(self, size: int) -> tuple[np.ndarray, ...]:
+        """The first ``size`` pending rows as contiguous columns."""
+        if len(self._pending) > 1:
+            self._pending = [tuple(np.concatenate(c) for c in zip(*self._pending, strict=True))]
+        cols = self._pending[0]
+        if len(cols[1]) == size:
+            self._pending = []
+        else:
+            self._pending = [tuple(c[size:] for c in cols)]
+            cols = tuple(c[:size] for c in cols)
+        self._pending_rows -= size
+        return cols
+
+    def _send(self, size: int) -> None:
+        cols = self._take(size)
+        self._sent += size
         self.sequence += 1
+        cut = 0
+        while cut < len(self._episodes) and self._episodes[cut][0] <= self._sent:
+            cut += 1
+        episodes = [ep for _, ep in self._episodes[:cut]]
+        del self._episodes[:cut]
         batch = pb.TransitionBatch(
             actor_id=self.actor_id,
             sequence=self.sequence,
@@ -136,19 +233,36 @@ class TransitionAdder:
             policy_version=self.policy_version(),
             epsilon=self.epsilon(),
             actor_env_steps=self.env_steps,
-            episodes=self._episodes,
-        )
-        self._episodes = []
-        cols = (
-            np.stack(obs).astype(self.obs_dtype, copy=False),
-            np.asarray(action, dtype=np.int64),
-            np.asarray(reward, dtype=np.float32),
-            np.stack(next_obs).astype(self.obs_dtype, copy=False),
-            np.asarray(term, dtype=np.bool_),
-            np.asarray(disc, dtype=np.float32),
+            episodes=episodes,
         )
         for name, array in zip(TRANSITION_COLUMNS, cols, strict=True):
-            codec.encode(array, getattr(batch, name))
+            codec.encode(array, getattr(batch, name))  # one copy: into the message bytes
         if self.priority_fn is not None:
             codec.encode(np.asarray(self.priority_fn(*cols), np.float32), batch.priority)
         self.writer.write(batch)
+
+    def flush(self) -> None:
+        """Send what is pending as one TransitionBatch (no-op when empty)."""
+        self._cut_rows()
+        if self._pending_rows:
+            self._send(self._pending_rows)
+
+    @property
+    def _windows(self) -> list[list[tuple[np.ndarray, int, float]]]:
+        """Per env, the open window: ``(obs, action, reward)`` of the steps whose
+        transitions are not complete yet, oldest first (for tests and debugging)."""
+        h = self._ring
+        out = []
+        for i, length in enumerate(self._len.tolist()):
+            steps = range(self._t - length, self._t)
+            out.append(
+                [
+                    (
+                        self._obs_h[k % h, i],
+                        int(self._act_h[k % h, i]),
+                        float(self._rew_h[k % h, i]),
+                    )
+                    for k in steps
+                ]
+            )
+        return out

@@ -12,12 +12,20 @@ replay server applies ``(|delta| + eps) ** alpha``.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
-@torch.no_grad()
+def _q_values(net, x: np.ndarray) -> np.ndarray:
+    """Q-values ``[B, A]`` as numpy from a policy (:mod:`actors.policy`) or a torch module."""
+    if hasattr(net, "named_parameters"):  # a torch module
+        import torch
+
+        with torch.no_grad():
+            return net(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    return np.asarray(net(x))
+
+
 def td_priorities(
-    net: torch.nn.Module,
+    net,
     obs: np.ndarray,
     action: np.ndarray,
     reward: np.ndarray,
@@ -27,13 +35,9 @@ def td_priorities(
 ) -> np.ndarray:
     """``|n-step TD error|`` ``[N]`` float32 of ``N`` transitions (columns as in the batch)."""
     n = len(action)
-    both = torch.as_tensor(np.concatenate([obs, next_obs]), dtype=torch.float32)
-    q = net(both)  # [2N, A], one forward pass for both ends
-    q_sa = q[:n].gather(1, torch.as_tensor(action, dtype=torch.int64).unsqueeze(1)).squeeze(1)
-    next_v = q[n:].max(dim=1).values
-    mask = torch.as_tensor(~np.asarray(terminated, bool), dtype=torch.float32)
-    y = (
-        torch.as_tensor(reward, dtype=torch.float32)
-        + torch.as_tensor(discount, dtype=torch.float32) * mask * next_v
-    )
-    return (y - q_sa).abs().numpy().astype(np.float32)
+    q = _q_values(net, np.concatenate([obs, next_obs])).astype(np.float32, copy=False)
+    q_sa = q[np.arange(n), np.asarray(action, np.int64)]  # one forward pass for both ends
+    next_v = q[n:].max(axis=1)
+    mask = (~np.asarray(terminated, bool)).astype(np.float32)
+    y = np.asarray(reward, np.float32) + np.asarray(discount, np.float32) * mask * next_v
+    return np.abs(y - q_sa).astype(np.float32)

@@ -1,4 +1,8 @@
-"""The actor's WeightClient: a thread watches ``WatchWeights``; ``update()`` never blocks."""
+"""The actor's WeightClient: a thread watches ``WatchWeights``; ``update()`` never blocks.
+
+Weights are decoded in the watching thread into numpy arrays that are views over the
+message's bytes (no copy, no torch): the acting loop only swaps them in.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ import logging
 import threading
 
 import grpc
-import torch
+import numpy as np
 
-from dqn import rpc
-from dqn import weights as weights_codec
+from dqn import codec, rpc
 from dqn.retry import Backoff, retry_delay
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
@@ -26,7 +29,7 @@ class GrpcWeightClient:
         self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.WeightServiceStub(self._channel)
         self._lock = threading.Lock()
-        self._latest: tuple[int, int, dict[str, torch.Tensor]] | None = None
+        self._latest: tuple[int, int, dict[str, np.ndarray]] | None = None
         self._closed = threading.Event()
         self._first = threading.Event()
         self._call = None
@@ -46,7 +49,7 @@ class GrpcWeightClient:
                     pb.WatchWeightsRequest(after_version=seen), timeout=STREAM_DEADLINE_S
                 )
                 for msg in self._call:
-                    state = weights_codec.from_proto(msg)
+                    state = decode_weights(msg)
                     with self._lock:
                         self._latest = (msg.version, msg.env_steps, state)
                     self._first.set()
@@ -64,14 +67,17 @@ class GrpcWeightClient:
         """Wait until the first weights arrived (True) or ``timeout`` passed (False)."""
         return self._first.wait(timeout)
 
-    def update(self, net: torch.nn.Module) -> bool:
-        """Load the newest weights into ``net`` if newer than what it has. Never blocks."""
+    def update(self, net) -> bool:
+        """Load the newest weights into ``net`` if newer than what it has. Never blocks.
+
+        ``net`` is a policy from :mod:`actors.policy` (takes numpy arrays) or a torch
+        module (the arrays become tensors first)."""
         with self._lock:
             latest, self._latest = self._latest, None
         if latest is None or latest[0] <= self.version:
             return False
         self.version, self.env_steps, state = latest
-        net.load_state_dict(state)
+        load_numpy_state(net, state)
         return True
 
     def close(self) -> None:
@@ -80,3 +86,18 @@ class GrpcWeightClient:
             self._call.cancel()
         self._channel.close()
         self._thread.join(2.0)
+
+
+def decode_weights(msg: pb.Weights) -> dict[str, np.ndarray]:
+    """``dqn.weights.from_proto`` without torch: read-only float32 views over the bytes."""
+    return {p.name: codec.decode(p.tensor, f"params[{p.name}]") for p in msg.params}
+
+
+def load_numpy_state(net, state: dict[str, np.ndarray]) -> None:
+    """``net.load_state_dict`` from numpy arrays, for a policy or a torch module."""
+    if hasattr(net, "named_parameters"):  # a torch module: tensors it may keep
+        import torch
+
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    else:
+        net.load_state_dict(state)
