@@ -127,11 +127,15 @@ class RayFleet:
                 self.config, next_id, self.replay_address, self.weights_address, self.security
             )
             next_id += 1
-        while len(self.handles) > n:
-            actor_id = max(self.handles)
-            handle = self.handles.pop(actor_id)
-            with contextlib.suppress(Exception):  # a dead actor needs no stop
-                ray.get(handle.stop.remote(), timeout=15)
+        # Shrink all at once: every leaving actor is told to stop (it flushes what it
+        # holds), then all are awaited together, so stopping a fleet of 48 takes one
+        # actor's stop time, not 48 of them one after another.
+        leaving = [self.handles.pop(actor_id) for actor_id in sorted(self.handles)[n:]]
+        stops = [handle.stop.remote() for handle in leaving]
+        if stops:
+            with contextlib.suppress(Exception):  # dead actors need no stop
+                ray.wait(stops, num_returns=len(stops), timeout=15)
+        for handle in leaving:
             ray.kill(handle, no_restart=True)
         log.info("fleet resized to %d actors", n)
 
