@@ -16,20 +16,22 @@ servers share no GIL):
   ``actors/weight_client.py`` does) and one ``Push`` call per TransitionBatch of
   ``--batch`` valid transitions (per-actor actor_id, a random 63-bit incarnation and
   sequence 1, 2, ... as ``actors/adder.py`` does, the policy version held, an episode
-  record every 4th batch), retried with backoff on retryable errors like
-  ``actors/replay_client.py``. Each actor pushes every ``max(--push-interval,
-  N / --max-fleet-batches-per-s)`` seconds, so the fleet's total stays within what one
-  server ingests on 2 cores (about 780 messages/s measured by bench/replay.py);
-* one learner client (another process) loops ``Sample`` (128 x 16, at most
-  ``--sample-hz`` calls/s, like a learner doing ~300 updates/s) and ``Info``, checks
-  gRPC health on both servers, and publishes a new weights version every
-  ``--publish-every`` seconds.
+  record every 4th batch), retried on retryable or hinted errors (the server's
+  ``retry-after-ms``, else backoff) like ``actors/replay_client.py``. Each actor
+  pushes every ``max(--push-interval, N / --max-fleet-batches-per-s)`` seconds, so
+  the fleet's total stays within what one server ingests on 2 cores (about 780
+  messages/s measured by bench/replay.py);
+* one learner client (the main process, apart from the actors) loops ``Sample``
+  (128 x 16, at most ``--sample-hz`` calls/s, like a learner doing ~300 updates/s)
+  and ``Info``, checks gRPC health on both servers, and publishes a new weights
+  version every ``--publish-every`` seconds.
 
 Measured: the delay from each publish until every actor holds that version or a newer
 one (p50/p99/max over publishes, and over (actor, publish) pairs), ``Sample``/``Info``
-latency against N = 1, health latency, errors by RPC and status code, and the servers'
-threads, RSS and CPU sampled every 0.5 s (psutil). Every wait has a deadline; the run
-stops by itself. Writes bench/results/fleet_scale.json. ``run_fleet()`` is the harness
+latency against N = 1, health latency, errors by RPC and status code, the weight
+server's longest event-loop stall per publish (``AioServer.take_loop_lag``), and the
+servers' threads, RSS and CPU sampled every 0.5 s (psutil). Every wait has a deadline;
+the run stops by itself. Writes bench/results/fleet_scale.json. ``run_fleet()`` is the harness
 ``tests/component/test_fleet_scale.py`` uses.
 """
 
@@ -87,7 +89,7 @@ class FleetSettings:
     info_every_s: float = 0.25
     health_every_s: float = 0.2
     actor_processes: int = 0  # 0: one for a single actor, else 2
-    start_timeout_s: float = 120.0  # for each server to be up (child processes)
+    start_timeout_s: float = 300.0  # for each server to be up (child processes)
     warmup_timeout_s: float = 60.0  # for every actor to hold the initial version
     settle_timeout_s: float = 60.0  # after the last publish, for every actor to hold it
     push_deadline_s: float = 30.0  # actors/replay_client.py
@@ -178,7 +180,9 @@ def serve_weights_main(ready_file: str, token_file: str, seed: int) -> int:
     """A WeightServer publishing the CartPole MLP's weights on command.
 
     stdin ``publish`` -> perturb the weights, ``publisher.publish()``, answer one JSON
-    line ``{"version", "t", "t_done", "bytes"}`` (``t``: time.monotonic() before the call);
+    line ``{"version", "t", "t_done", "bytes", "loop_lag_s"}`` (``t``: time.monotonic()
+    before the call; ``loop_lag_s``: the server loop's longest stall since the previous
+    publish, i.e. during that version's fan-out);
     ``stop`` or end of input -> stop the server and exit.
     """
     import torch
@@ -196,6 +200,8 @@ def serve_weights_main(ready_file: str, token_file: str, seed: int) -> int:
     security = Security(token=Path(token_file).read_text().strip())
     server = WeightServer("127.0.0.1", 0, 64, security)
     server.start()
+    aio = getattr(server, "server", None)  # the AioServer: its loop's longest stall
+    take_lag = getattr(aio, "take_loop_lag", lambda: None)
     rpc.write_ready_file(ready_file, address=server.address, pid=os.getpid())
     try:
         for line in sys.stdin:
@@ -210,7 +216,9 @@ def serve_weights_main(ready_file: str, token_file: str, seed: int) -> int:
             t = time.monotonic()
             version = server.publisher.publish(state, updates=0, env_steps=0)
             done = time.monotonic()
-            print(json.dumps({"version": version, "t": t, "t_done": done, "bytes": size}))
+            lag = take_lag()  # since the previous publish: that version's fan-out
+            record = {"version": version, "t": t, "t_done": done, "bytes": size, "loop_lag_s": lag}
+            print(json.dumps(record))
             sys.stdout.flush()
     finally:
         server.stop(1.0)
@@ -827,6 +835,9 @@ def _run_fleet(s: FleetSettings, tmp: Path) -> dict:
         "actors_holding_final": sum(
             1 for a in actors if a["received"] and a["received"][-1][0] == final
         ),
+        "weights_loop_stall_ms": _summary(
+            [1e3 * p["loop_lag_s"] for p in published if p.get("loop_lag_s") is not None]
+        ),
         "sample_ms": _summary(learner.sample_ms),
         "info_ms": _summary(learner.info_ms),
         "health_ms": {k: _summary(v) for k, v in learner.health_ms.items()},
@@ -879,13 +890,14 @@ def _print(rows: list[dict]) -> None:
                 health["replay"]["p99"],
                 health["weights"]["p99"],
                 max((h["max"] or 0.0) for h in health.values()),
+                r["weights_loop_stall_ms"]["max"],
             ]
         )
     print_table(
         "fleet scale: publish -> every actor holds it, learner calls, health (ms)",
         ["N", "push every s", "offered tr/s", "ingested tr/s", "all-hold p50", "p99", "max",
          "missed", "Sample p99", "x N=1", "Info p99", "x N=1", "health p99 replay",
-         "weights", "health max"],
+         "weights", "health max", "wt loop stall"],
         latency,
     )  # fmt: skip
     res = []
