@@ -102,7 +102,8 @@ class Actor:
         return schedules.linear(fleet_steps, a.eps_start, a.eps_end, a.eps_decay_steps)
 
     def current_epsilon_mean(self) -> float:
-        return float(np.mean(self.epsilon()))
+        eps = self.epsilon()
+        return eps if isinstance(eps, float) else float(np.mean(eps))
 
     def run(self, stop: threading.Event, max_steps: int | None = None) -> int:
         """Act until ``stop`` is set (or ``max_steps`` vector steps); returns env steps."""

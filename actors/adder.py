@@ -24,6 +24,23 @@ from dqn import codec
 from dqn.interfaces import TRANSITION_COLUMNS
 from dqn.v1 import replay_pb2 as pb
 
+_WIRE_DTYPES = {
+    np.dtype(d): pb.DType.Value(codec.proto_dtype_name(d))
+    for d in (np.float32, np.int64, np.uint8, np.bool_)
+}
+
+
+def _encode(array: np.ndarray, tensor: pb.Tensor) -> None:
+    """``codec.encode`` for the adder's own columns (contiguous, native, known dtypes):
+    one copy, into the message's bytes."""
+    code = _WIRE_DTYPES.get(array.dtype)
+    if code is None or not array.flags.c_contiguous:
+        codec.encode(array, tensor)
+        return
+    tensor.dtype = code
+    tensor.shape.extend(array.shape)
+    tensor.data = array.tobytes()
+
 
 class TransitionAdder:
     """Vectorized: a vector step is a few whole-array writes into a ring of recent steps
@@ -80,7 +97,6 @@ class TransitionAdder:
         self._obs_h: np.ndarray | None = None  # [H, E, *obs_shape]: obs at step t
         self._act_h = np.zeros((h, e), np.int64)
         self._rew_h = np.zeros((h, e), np.float64)
-        self._rows_h = np.zeros((h, e), np.int64)  # transitions that step t completes
         self._len_h = np.zeros((h, e), np.int64)  # window length including step t
         self._done_h = np.zeros((h, e), bool)  # step t ended the episode
         self._term_h = np.zeros((h, e), bool)
@@ -90,12 +106,13 @@ class TransitionAdder:
         self._reset_next = np.zeros(e, dtype=bool)
         self._any_reset = False
         self._ep_return = np.zeros(e, dtype=np.float64)
-        self._ep_length = np.zeros(e, dtype=np.int64)
+        self._ep_start = np.zeros(e, dtype=np.int64)  # first step of the episode
         self._counted = 0  # rows completed so far (cut or not)
         self._sent = 0  # rows sent so far
         self._pending: list[tuple[np.ndarray, ...]] = []  # cut, unsent column chunks
         self._pending_rows = 0
-        self._episodes: list[tuple[int, pb.Episode]] = []  # (row position, episode)
+        # (row position, return, length, truncated) of finished episodes not sent yet
+        self._episodes: list[tuple[int, float, int, bool]] = []
 
     def observe_first(self, obs: np.ndarray) -> None:
         """The observations returned by ``env.reset()``, ``[E, *obs_shape]``."""
@@ -121,37 +138,39 @@ class TransitionAdder:
         t, h, n = self._t, self._ring, self.n_step
         s = t % h
         ended = np.logical_or(terminated, truncated)
-        length = self._len + 1
         if self._any_reset:  # reset-only steps: not transitions, windows stay empty
-            valid = ~self._reset_next
+            reset = self._reset_next
+            valid = ~reset
+            length = self._len + valid  # open windows are empty (0) where resetting
             done = ended & valid
-            length[self._reset_next] = 0
+            any_done = bool(done.any())
             np.add(self._ep_return, rewards, out=self._ep_return, where=valid)
-            self._ep_length += valid
+            self._ep_start[reset] = t + 1
         else:
+            length = self._len + 1
             done = ended
+            any_done = bool(ended.any())
             self._ep_return += rewards
-            self._ep_length += 1
-        # transitions completed by this step: the whole window where an episode ended,
-        # else one where the window is full
-        rows = np.where(done, length, length == n)
-        any_done = done.any()
-        self._len = (
-            np.where(done, 0, np.minimum(length, n - 1)) if any_done else np.minimum(length, n - 1)
-        )
         self._act_h[s] = actions
         self._rew_h[s] = rewards
-        self._rows_h[s] = rows
         self._len_h[s] = length
-        self._done_h[s] = done
-        self._term_h[s] = terminated
         self._obs_h[(t + 1) % h] = next_obs
+        # transitions completed by this step: the whole window where an episode ended,
+        # else one where the window is full
         if any_done:
-            self._end_episodes(done, rows, terminated, truncated)
-        self._counted += int(rows.sum())
+            rows = np.where(done, length, length == n)
+            self._done_h[s] = done
+            self._term_h[s] = terminated
+            self._end_episodes(t, done, rows, terminated, truncated)
+            self._counted += int(rows.sum())
+            self._len = np.where(done, 0, np.minimum(length, n - 1))
+        else:
+            self._done_h[s] = False
+            self._counted += np.count_nonzero(length == n)
+            self._len = np.minimum(length, n - 1, out=length)
         self._reset_next = ended
         # (an env that reports an end on its reset-only step is reset again)
-        self._any_reset = bool(any_done or (self._any_reset and ended.any()))
+        self._any_reset = any_done or (self._any_reset and bool(ended.any()))
         self._t = t + 1
         self.env_steps += self.num_envs
         if self._counted - self._sent >= self.push_every or self._t - self._cut >= self._chunk:
@@ -159,18 +178,19 @@ class TransitionAdder:
             while self._pending_rows >= self.push_every:
                 self._send(self.push_every)
 
-    def _end_episodes(self, done, rows, terminated, truncated) -> None:
-        position = self._counted + np.cumsum(rows)  # rows up to and including env i's
-        for i in np.flatnonzero(done):
-            episode = pb.Episode(
-                actor_id=self.actor_id,
-                episode_return=float(self._ep_return[i]),
-                length=int(self._ep_length[i]),
-                truncated=bool(truncated[i]) and not terminated[i],
+    def _end_episodes(self, t, done, rows, terminated, truncated) -> None:
+        ended = np.flatnonzero(done)
+        position = (self._counted + np.cumsum(rows))[ended]  # rows up to env i's, inclusive
+        self._episodes.extend(
+            zip(
+                position.tolist(),
+                self._ep_return[ended].tolist(),
+                (t + 1 - self._ep_start[ended]).tolist(),
+                (truncated[ended] & ~terminated[ended]).tolist(),
+                strict=True,
             )
-            self._episodes.append((int(position[i]), episode))
-            self._ep_return[i] = 0.0
-            self._ep_length[i] = 0
+        )
+        self._ep_return[ended] = 0.0
 
     def _cut_rows(self) -> None:
         """Cut the rows of steps ``[_cut, _t)`` out of the ring, all at once."""
@@ -178,7 +198,9 @@ class TransitionAdder:
         steps = np.arange(self._cut, self._t)
         self._cut = self._t
         idx = steps % h
-        count = self._rows_h[idx].ravel()  # per (step, env), step-major
+        lengths, dones = self._len_h[idx], self._done_h[idx]
+        # transitions each (step, env) completed, step-major: as counted in add()
+        count = np.where(dones, lengths, lengths == n).ravel()
         total = int(count.sum())
         if total == 0:
             return
@@ -187,8 +209,8 @@ class TransitionAdder:
         t = steps[group // e]
         first = np.cumsum(count) - count
         offset = np.arange(total) - first[group]  # 0 = oldest start of the window
-        done = self._done_h[idx].ravel()[group]
-        m = np.where(done, self._len_h[idx].ravel()[group] - offset, n)  # steps summed
+        done = dones.ravel()[group]
+        m = np.where(done, lengths.ravel()[group] - offset, n)  # steps summed
         start = t - m + 1
         start_slot = start % h
         reward_idx = (start[:, None] + self._k) % h
@@ -224,7 +246,7 @@ class TransitionAdder:
         cut = 0
         while cut < len(self._episodes) and self._episodes[cut][0] <= self._sent:
             cut += 1
-        episodes = [ep for _, ep in self._episodes[:cut]]
+        episodes = self._episodes[:cut]
         del self._episodes[:cut]
         batch = pb.TransitionBatch(
             actor_id=self.actor_id,
@@ -233,10 +255,13 @@ class TransitionAdder:
             policy_version=self.policy_version(),
             epsilon=self.epsilon(),
             actor_env_steps=self.env_steps,
-            episodes=episodes,
         )
+        for _, ret, length, truncated in episodes:
+            batch.episodes.add(
+                actor_id=self.actor_id, episode_return=ret, length=length, truncated=truncated
+            )
         for name, array in zip(TRANSITION_COLUMNS, cols, strict=True):
-            codec.encode(array, getattr(batch, name))  # one copy: into the message bytes
+            _encode(array, getattr(batch, name))
         if self.priority_fn is not None:
             codec.encode(np.asarray(self.priority_fn(*cols), np.float32), batch.priority)
         self.writer.write(batch)

@@ -3,6 +3,10 @@
 ``write()`` returns at once unless the queue is full, which is how replay-server
 backpressure (rate limiter) reaches the acting loop. Failed pushes are retried with
 backoff; the server drops any batch it already has, keyed by (actor, sequence).
+
+The sender lingers up to ``linger_s`` after the first queued batch for more (up to
+``max_per_call``), so one Push carries several batches: each call costs the sender
+thread Python time under the GIL the acting loop needs (profile in docs/actors.md).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 import grpc
 
@@ -35,11 +40,13 @@ class GrpcReplayWriter:
         deadline_s: float = 30.0,
         max_message_mb: int = 64,
         security: Security | None = None,
+        linger_s: float = 0.02,
     ):
         self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.ReplayServiceStub(self._channel)
         self._queue: queue.Queue[pb.TransitionBatch | None] = queue.Queue(maxsize=max_pending)
         self._max_per_call = max_per_call
+        self._linger = linger_s
         self._deadline = deadline_s
         self._error: Exception | None = None
         self._closed = threading.Event()
@@ -69,9 +76,11 @@ class GrpcReplayWriter:
             if first is None:
                 return
             pending = [first]
+            linger_until = time.monotonic() + self._linger
             while len(pending) < self._max_per_call:
+                wait = linger_until - time.monotonic()
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:

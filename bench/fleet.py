@@ -1,14 +1,24 @@
-"""Actor fleet throughput against the actor count, Ray actors and plain processes.
+"""Actor fleet throughput against the actor count, Ray actors and plain processes,
+beside the raw vector env, and the memory each actor holds.
 
     .venv/bin/python bench/fleet.py [--counts 1 2 4 8] [--runners ray process]
-        [--seconds 5] [--quick] [-- extra dqn flags, e.g. --actors.envs-per-actor 16]
+        [--seconds 5] [--quick] [-- extra dqn flags, e.g. --env PixelCartPole-v1]
 
 Starts ``dqn replay-server`` (a real one, defaults) and a weight service in this
 process that publishes the initial weights once, as the learner does (no learner
 runs, so no update competes for the CPU). Then, per runner, grows the fleet through
 the counts (1 -> 2 -> 4 -> 8 actors, the running ones kept) and, once the new actors
 push, reads the replay server's Info twice ``--seconds`` apart: fleet env steps/s
-(the actors' own counts) and transitions/s ingested by the server. Writes
+(the actors' own counts) and transitions/s ingested by the server.
+
+The raw rate is measured in the same run, before and after the fleets (mean of the
+two, so a drifting machine load shows up as a gap between them): N plain processes
+step a ``dqn.envs.make_vector_env`` of the same id and env count with random actions
+(drawn ahead in blocks) for ``--seconds``, all at once; ``vs raw`` is the fleet's rate
+over that of as many raw processes. Memory per actor is psutil's ``memory_full_info``
+of each actor process: USS (its own pages), PSS (own + its share of shared pages) and
+RSS; ``48 actors`` extrapolates a host of 48 as 48 x USS + the shared part once
+(RSS - USS of one actor, an upper bound of what they share). Writes
 bench/results/fleet.json.
 """
 
@@ -49,6 +59,79 @@ class _Info:
         self.channel.close()
 
 
+def _raw_worker(env_id: str, num_envs: int, seconds: float, seed: int, ready, go, out) -> None:
+    """One raw vector env stepping random actions for ``seconds`` once ``go`` is set."""
+    import numpy as np
+
+    from dqn.envs import make_vector_env
+
+    env = make_vector_env(env_id, num_envs, seed=seed)
+    env.reset(seed=seed)
+    n_actions = int(env.single_action_space.n)
+    actions = np.random.default_rng(seed).integers(0, n_actions, (1024, num_envs))
+    for k in range(50):  # warm up
+        env.step(actions[k])
+    ready.set()
+    go.wait(300)
+    steps, k = 0, 0
+    t0 = time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds:
+        env.step(actions[k])
+        k = (k + 1) % len(actions)
+        steps += num_envs
+    out.put(steps / elapsed)
+    env.close()
+
+
+def raw_rate(env_id: str, num_envs: int, procs: int, seconds: float) -> float:
+    """Total env steps/s of ``procs`` raw vector-env processes stepping at once."""
+    ctx = mp.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    readies, workers = [], []
+    for k in range(procs):
+        ready = ctx.Event()
+        p = ctx.Process(
+            target=_raw_worker, args=(env_id, num_envs, seconds, k, ready, go, out), daemon=True
+        )
+        p.start()
+        readies.append(ready)
+        workers.append(p)
+    try:
+        for ready in readies:
+            if not ready.wait(300):
+                raise TimeoutError("a raw vector env process did not start")
+        go.set()
+        return sum(out.get(timeout=seconds + 300) for _ in workers)
+    finally:
+        for p in workers:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+
+
+def memory(pids: list[int]) -> dict:
+    """Mean USS / PSS / RSS in MiB of the processes ``pids`` (psutil memory_full_info)."""
+    import psutil
+
+    rows = []
+    for pid in pids:
+        try:
+            m = psutil.Process(pid).memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rows.append((m.uss, m.pss, m.rss))
+    if not rows:
+        return {}
+    uss, pss, rss = (sum(c) / len(rows) / 2**20 for c in zip(*rows, strict=True))
+    return {
+        "uss_mib": uss,
+        "pss_mib": pss,
+        "rss_mib": rss,
+        "host_48_mib": 48 * uss + (rss - uss),
+        "measured_processes": len(rows),
+    }
+
+
 class ProcessFleet:
     """Plain spawned processes running ``run_actor_process`` (``--actors.runner process``)."""
 
@@ -77,6 +160,9 @@ class ProcessFleet:
             if p.is_alive():
                 p.kill()
         self.procs = []
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid]
 
 
 def measure(info: _Info, n: int, seconds: float, timeout: float = 120.0) -> dict:
@@ -120,6 +206,10 @@ def run(args) -> dict:
     base = load_config(parsed)
     obs_shape, n_actions, _ = env_spec(base.env.id)
     rows: list[dict] = []
+    env_id, num_envs = base.env.id, base.actors.envs_per_actor
+    raw_before = {n: raw_rate(env_id, num_envs, n, args.seconds) for n in sorted(set(args.counts))}
+    for n, r in raw_before.items():
+        print(f"raw {n} x SyncVectorEnv({env_id} x{num_envs}): {r:,.0f} env steps/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         server = ReplayServerProcess(Path(tmp), *args.extra)
         weights = WeightServer("127.0.0.1", 0)
@@ -147,10 +237,15 @@ def run(args) -> dict:
                     for n in args.counts:
                         fleet.resize(n)
                         row = {"runner": runner, **measure(info, n, args.seconds)}
+                        pids = [s["pid"] for s in fleet.ping()] if runner == "ray" else fleet.pids()
+                        row["memory"] = memory(pids)
                         rows.append(row)
+                        mem = row["memory"]
                         print(
                             f"{runner} {n} actors: {row['env_steps_per_s']:,.0f} env steps/s, "
-                            f"{row['transitions_per_s']:,.0f} transitions/s ingested",
+                            f"{row['transitions_per_s']:,.0f} transitions/s ingested, per actor "
+                            f"USS {mem.get('uss_mib', 0):.0f} / PSS {mem.get('pss_mib', 0):.0f}"
+                            f" / RSS {mem.get('rss_mib', 0):.0f} MiB",
                             flush=True,
                         )
                 finally:
@@ -161,8 +256,20 @@ def run(args) -> dict:
             info.close()
             weights.stop()
             server.stop()
+    raw_after = {n: raw_rate(env_id, num_envs, n, args.seconds) for n in raw_before}
+    raw = {n: (raw_before[n] + raw_after[n]) / 2 for n in raw_before}
+    for row in rows:
+        n = row["actors"]
+        row["raw_env_steps_per_s"] = raw[n]
+        row["raw_before"], row["raw_after"] = raw_before[n], raw_after[n]
+        row["vs_raw"] = row["env_steps_per_s"] / raw[n] if raw[n] else None
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
     return {
         "env": base.env.id,
+        "load_average": load,
         "envs_per_actor": base.actors.envs_per_actor,
         "push_every": base.actors.push_every,
         "seconds": args.seconds,
@@ -173,11 +280,25 @@ def run(args) -> dict:
 
 def report(result: dict) -> None:
     base = {r["runner"]: r["env_steps_per_s"] for r in result["rows"] if r["actors"] == 1}
+    load = result.get("load_average")
     print_table(
         f"Fleet on {result['env']}: {result['envs_per_actor']} envs per actor, "
         f"{result['push_every']} transitions per push, {result['cpus']} CPUs, "
-        f"{result['seconds']:g} s per point",
-        ["runner", "actors", "env steps/s", "transitions/s", "vs 1 actor"],
+        f"{result['seconds']:g} s per point, load average at the end "
+        + (" ".join(f"{x:.1f}" for x in load) if load else "?"),
+        [
+            "runner",
+            "actors",
+            "env steps/s",
+            "transitions/s",
+            "vs 1 actor",
+            "raw env steps/s",
+            "vs raw",
+            "USS MiB",
+            "PSS MiB",
+            "RSS MiB",
+            "48 actors MiB",
+        ],
         [
             [
                 r["runner"],
@@ -185,9 +306,23 @@ def report(result: dict) -> None:
                 r["env_steps_per_s"],
                 r["transitions_per_s"],
                 r["env_steps_per_s"] / base[r["runner"]] if base.get(r["runner"]) else None,
+                r.get("raw_env_steps_per_s"),
+                r.get("vs_raw"),
+                r.get("memory", {}).get("uss_mib"),
+                r.get("memory", {}).get("pss_mib"),
+                r.get("memory", {}).get("rss_mib"),
+                r.get("memory", {}).get("host_48_mib"),
             ]
             for r in result["rows"]
         ],
+    )
+    print(
+        "raw = the mean of the raw runs before and after the fleets; raw before/after: "
+        + ", ".join(
+            f"{r['actors']}: {r['raw_before']:,.0f}/{r['raw_after']:,.0f}"
+            for r in result["rows"]
+            if r["runner"] == result["rows"][0]["runner"]
+        )
     )
 
 
