@@ -31,6 +31,7 @@ from dqn.v1 import replay_pb2 as pb
 SERVICE_NAME = "dqn.v1.WeightService"
 STREAM_SECONDS = 50.0  # a WatchWeights stream ends (OK) after this; clients renew
 STALL_SECONDS = 30.0  # a write the subscriber has not taken in this long ends its stream
+WAKE_GROUPS = 16  # a publish wakes the streams in this many groups, one at a time
 
 
 class Version(NamedTuple):
@@ -64,7 +65,12 @@ class WeightPublisher:
         self._schedule = schedule
         self._lock = threading.Lock()  # version numbering across publishing threads
         self._latest: Version | None = None
-        self._changed = asyncio.Event()  # set and cleared on the loop: a broadcast
+        # Subscribers wait on one of WAKE_GROUPS events (round-robin); a publish wakes
+        # the groups one after another, yielding to the loop between them, so health
+        # checks and GetWeights wait for one group's writes, not for every stream's.
+        self._groups = [asyncio.Event() for _ in range(WAKE_GROUPS)]
+        self._joined = 0
+        self._broadcasts: set[asyncio.Task] = set()
         self._stopping = False
         self.stream_seconds = stream_seconds
         self.stall_seconds = stall_seconds
@@ -96,19 +102,29 @@ class WeightPublisher:
         latest = self._latest
         self.message_bytes = len(latest.data)
         self.publish_bytes = self.subscribers * self.message_bytes
-        self._changed.set()
-        self._changed.clear()  # waiters already woken stay woken
+        task = asyncio.ensure_future(self._broadcast())
+        self._broadcasts.add(task)
+        task.add_done_callback(self._broadcasts.discard)
+
+    async def _broadcast(self) -> None:
+        for group in self._groups:
+            group.set()
+            group.clear()  # waiters already woken stay woken
+            await asyncio.sleep(0)  # let the woken group write, and anything queued run
 
     def stop(self) -> None:
         """End every stream (on the loop; the server's stop hook)."""
         self._stopping = True
-        self._changed.set()
+        for group in self._groups:
+            group.set()
 
     # -- WeightService behaviours (coroutines on the server's loop) --------------------
     async def watch_weights(self, request: pb.WatchWeightsRequest, context) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + self.stream_seconds
         last = request.after_version
+        changed = self._groups[self._joined % WAKE_GROUPS]
+        self._joined += 1
         self.subscribers += 1
         try:
             while not self._stopping:
@@ -116,7 +132,7 @@ class WeightPublisher:
                 if latest is None or latest.number <= last:
                     try:
                         async with asyncio.timeout_at(end):
-                            await self._changed.wait()
+                            await changed.wait()
                     except TimeoutError:
                         return  # the stream's lifetime is over; the client renews
                     continue
