@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import grpc
-from grpc._cython.cygrpc import BaseError  # what a write to a vanished client raises
 
 from dqn import rpc
 from dqn import weights as weights_codec
@@ -31,6 +30,7 @@ from dqn.v1 import replay_pb2 as pb
 SERVICE_NAME = "dqn.v1.WeightService"
 STREAM_SECONDS = 50.0  # a WatchWeights stream ends (OK) after this; clients renew
 STALL_SECONDS = 30.0  # a write the subscriber has not taken in this long ends its stream
+WRITE_GRACE_S = 5.0  # a write past the lifetime gets this long (clients wait 60 s)
 WAKE_GROUPS = 16  # a publish wakes the streams in this many groups, one at a time
 
 
@@ -127,7 +127,9 @@ class WeightPublisher:
         self._joined += 1
         self.subscribers += 1
         try:
-            while not self._stopping:
+            # The lifetime is checked after writes too: with a version newer than the
+            # last one sent after every write, the stream would never wait and never end.
+            while not self._stopping and loop.time() < end:
                 latest = self._latest
                 if latest is None or latest.number <= last:
                     try:
@@ -137,21 +139,25 @@ class WeightPublisher:
                         return  # the stream's lifetime is over; the client renews
                     continue
                 try:
-                    async with asyncio.timeout(self.stall_seconds):
+                    # A write may stall for stall_seconds, but never past the lifetime
+                    # plus the grace that still ends the stream before its client's
+                    # own deadline (WRITE_GRACE_S).
+                    stall = min(self.stall_seconds, end + WRITE_GRACE_S - loop.time())
+                    async with asyncio.timeout(max(stall, 0.0)):
                         await context.write(latest.data)
-                except BaseError:
-                    # The write failed: the client went away mid-write (cancelled, its
-                    # deadline ran out, the connection dropped). The stream is over;
-                    # there is nobody to answer.
-                    self.gone += 1
-                    return
                 except TimeoutError:
                     self.stalled += 1
                     await context.abort(
                         grpc.StatusCode.UNAVAILABLE,
                         f"weights stream stalled: version {latest.number} not read in "
-                        f"{self.stall_seconds:g} s; reconnect",
+                        f"{stall:.3g} s; reconnect",
                     )
+                except Exception:  # noqa: BLE001 - any failed write ends the stream
+                    # The write failed: the client went away mid-write (cancelled, its
+                    # deadline ran out, the connection dropped). The stream is over;
+                    # there is nobody to answer.
+                    self.gone += 1
+                    return
                 if last:
                     self.versions_skipped += latest.number - last - 1
                 last = latest.number

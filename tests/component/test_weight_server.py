@@ -260,6 +260,39 @@ def test_a_quiet_stream_ends_with_ok_after_its_lifetime_and_renews():
         server.stop(0.5)
 
 
+def test_a_busy_stream_ends_after_its_lifetime_too():
+    """With a newer version after every write the stream never waits; its lifetime
+    must still end it (OK), long before the client's own deadline."""
+    server = WeightServer("127.0.0.1", 0, stream_seconds=0.5)
+    server.start()
+    stop = threading.Event()
+
+    def publish_fast():
+        while not stop.is_set():
+            server.publisher.publish(big_state(1, 0.01))
+            time.sleep(0.002)
+
+    publisher = threading.Thread(target=publish_fast)
+    try:
+        server.publisher.publish(big_state(1, 0.01))
+        publisher.start()
+        with rpc.channel(server.address) as ch:
+            call = pb_grpc.WeightServiceStub(ch).WatchWeights(
+                pb.WatchWeightsRequest(), timeout=DEADLINE_S
+            )
+            t0 = time.monotonic()
+            received = sum(1 for _ in call)
+            took = time.monotonic() - t0
+            assert call.code() == grpc.StatusCode.OK
+        assert received > 1
+        # Ended by its lifetime (0.5 s), not by the client's deadline.
+        assert took < DEADLINE_S / 2, took
+    finally:
+        stop.set()
+        publisher.join(10)
+        server.stop(0.5)
+
+
 def test_clients_vanishing_mid_write_end_their_streams_quietly(caplog):
     """Subscribers cancelled while large weights are being written to them: each stream
     ends without grpc's 'ExecuteBatchError raised in core' traceback in the log, and
