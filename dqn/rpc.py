@@ -38,10 +38,12 @@ log = logging.getLogger("dqn.rpc")
 MiB = 1 << 20
 # Server-side limits of an AioServer (see AioServer's docstring).
 MAX_OPEN_CALLS = 4096  # calls open at once, health and exempt methods aside
-CALL_HEADROOM = 256  # more for those, so the hard cap never turns health away first
+HEALTH_CALLS = 256  # health calls (Check, Watch streams) open at once, a pool of their own
+EXEMPT_CALLS = 256  # calls of a server's exempt methods (the learner's) open at once
 IDLE_CONNECTION_MS = 300_000  # close a connection with no call open for 5 minutes
 RETRY_AFTER_KEY = "retry-after-ms"  # trailing metadata: when a refused call may retry
 BUSY_RETRY_MS = 1_000
+MAX_RETRY_AFTER_S = 30.0  # the longest a server's retry hint can make a client wait
 STOP_SLACK_S = 5.0  # how long stop() waits past the grace before giving up on the loop
 
 
@@ -95,66 +97,106 @@ def retry_after(err: grpc.RpcError) -> float | None:
     trailing metadata), or None when it gave no hint."""
     for key, value in getattr(err, "trailing_metadata", lambda: None)() or ():
         if key == RETRY_AFTER_KEY:
-            with contextlib.suppress(ValueError):
-                return max(0.0, int(value) / 1000)
+            with contextlib.suppress(ValueError):  # at most MAX_RETRY_AFTER_S: a bad
+                return min(max(0.0, int(value) / 1000), MAX_RETRY_AFTER_S)  # hint is no hang
     return None
 
 
-class CallLimit(grpc.aio.ServerInterceptor):
-    """At most ``limit`` calls open at once; the next is refused at once with
-    ``RESOURCE_EXHAUSTED`` and a ``retry-after-ms`` hint. Health and the ``exempt``
-    methods (full names, ``/pkg.Service/Method``) are not counted, so a fleet that fills
-    the server never locks out probes or the learner's own calls. Runs on the loop:
-    the count needs no lock."""
+class _Pool:
+    """Calls of one kind open now, against their own cap."""
 
-    def __init__(self, limit: int, exempt: tuple[str, ...] = ()):
+    def __init__(self, what: str, limit: int):
         if limit < 1:
-            raise ValueError(f"max_open_calls: must be >= 1, got {limit}")
-        self.limit = limit
+            raise ValueError(f"{what}: must be >= 1, got {limit}")
+        self.what, self.limit, self.open, self.refused = what, limit, 0, 0
+
+
+class CallLimit(grpc.aio.ServerInterceptor):
+    """Caps on open calls, each refused past its cap at once with ``RESOURCE_EXHAUSTED``
+    and a ``retry-after-ms`` hint: at most ``limit`` ordinary calls, and separate,
+    smaller pools for health (``health_limit``) and for the ``exempt`` methods (full
+    names, ``/pkg.Service/Method``; ``exempt_limit``). A fleet that fills its pool
+    therefore never locks out probes or the learner's own calls, and no pool can
+    reach gRPC's own hard cap (their sum), which refuses with no hint. Runs on the
+    loop: the counts need no lock."""
+
+    def __init__(
+        self,
+        limit: int,
+        exempt: tuple[str, ...] = (),
+        exempt_limit: int = EXEMPT_CALLS,
+        health_limit: int = HEALTH_CALLS,
+    ):
+        self.calls = _Pool("max_open_calls", limit)
+        self.health = _Pool("health calls", health_limit)
+        self.learner = _Pool("exempt calls", exempt_limit)
         self.exempt = frozenset(exempt)
-        self.open = 0
-        self.refused = 0
+
+    @property
+    def limit(self) -> int:
+        return self.calls.limit
+
+    @property
+    def open(self) -> int:
+        return self.calls.open
+
+    @property
+    def refused(self) -> int:
+        return self.calls.refused
+
+    @property
+    def total(self) -> int:
+        """Every pool's cap together: gRPC's hard cap is set to this."""
+        return self.calls.limit + self.health.limit + self.learner.limit
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(OPEN_METHODS_PREFIX) or method in self.exempt:
+        if handler is None:
             return handler
-        return handler_like(handler, self._counted(_behaviour(handler)))
+        method = handler_call_details.method
+        if method.startswith(OPEN_METHODS_PREFIX):
+            pool = self.health
+        elif method in self.exempt:
+            pool = self.learner
+        else:
+            pool = self.calls
+        return handler_like(handler, self._counted(_behaviour(handler), pool))
 
-    async def _refuse(self, context) -> None:
-        self.refused += 1
+    @staticmethod
+    async def _refuse(context, pool: _Pool) -> None:
+        pool.refused += 1
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"server busy: {self.open} calls open, the limit; retry in {BUSY_RETRY_MS / 1000:g} s",
+            f"server busy: {pool.open} {'calls' if pool.what == 'max_open_calls' else pool.what}"
+            f" open, the limit; retry in {BUSY_RETRY_MS / 1000:g} s",
             trailing_metadata=((RETRY_AFTER_KEY, str(BUSY_RETRY_MS)),),
         )
 
-    def _counted(self, behaviour):
+    def _counted(self, behaviour, pool: _Pool):
         if inspect.isasyncgenfunction(behaviour):
 
             async def stream(request, context):
-                if self.open >= self.limit:
-                    await self._refuse(context)
-                self.open += 1
+                if pool.open >= pool.limit:
+                    await self._refuse(context, pool)
+                pool.open += 1
                 try:
                     async for item in behaviour(request, context):
                         yield item
                 finally:
-                    self.open -= 1
+                    pool.open -= 1
 
             return stream
         if not inspect.iscoroutinefunction(behaviour):
             raise TypeError(f"AioServer behaviours must be coroutine functions: {behaviour!r}")
 
         async def call(request, context):
-            if self.open >= self.limit:
-                await self._refuse(context)
-            self.open += 1
+            if pool.open >= pool.limit:
+                await self._refuse(context, pool)
+            pool.open += 1
             try:
                 return await behaviour(request, context)
             finally:
-                self.open -= 1
+                pool.open -= 1
 
         return call
 
@@ -177,8 +219,9 @@ class AioServer:
 
     Limits: with ``security.token`` every call but health needs the token (and exactly
     one ``authorization`` value); at most ``max_open_calls`` calls open at once
-    (:class:`CallLimit`; health and ``exempt_methods`` are not counted and have
-    ``CALL_HEADROOM`` more under gRPC's own hard cap); a connection with no call open
+    (:class:`CallLimit`; health and ``exempt_methods`` have pools of their own,
+    ``HEALTH_CALLS`` and ``EXEMPT_CALLS``, and gRPC's own hard cap is the sum, so it
+    is never what refuses a call); a connection with no call open
     for ``IDLE_CONNECTION_MS`` is closed (clients reconnect on their next call);
     keepalive pings are always accepted. :attr:`health` is gRPC health (``""`` and
     ``health_services`` SERVING); :meth:`stop` turns it NOT_SERVING first.
@@ -190,6 +233,8 @@ class AioServer:
         security: Security | None = None,
         health_services: tuple[str, ...] = (),
         max_open_calls: int = MAX_OPEN_CALLS,
+        health_calls: int = HEALTH_CALLS,
+        exempt_calls: int = EXEMPT_CALLS,
         exempt_methods: tuple[str, ...] = (),
         name: str = "grpc-aio",
         executor_threads: int = 4,
@@ -200,7 +245,7 @@ class AioServer:
         ]
         self._security = security
         self._health_services = ("", *health_services)
-        self.limit = CallLimit(max_open_calls, exempt_methods)
+        self.limit = CallLimit(max_open_calls, exempt_methods, exempt_calls, health_calls)
         self._interceptors = [*server_interceptors(security), self.limit]
         self._adders: list[Callable[[grpc.aio.Server], None]] = []
         self._stop_hooks: list[Callable[[], object]] = []
@@ -267,7 +312,7 @@ class AioServer:
         server = grpc.aio.server(
             interceptors=self._interceptors,
             options=self._options,
-            maximum_concurrent_rpcs=self.limit.limit + CALL_HEADROOM,
+            maximum_concurrent_rpcs=self.limit.total,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for add in self._adders:

@@ -257,3 +257,40 @@ def test_token_rule_on_the_aio_server(metadata, message):
             assert health(ch) == SERVING  # health needs no token
     finally:
         server.stop(0)
+
+
+def test_health_streams_have_a_pool_of_their_own_and_cannot_crowd_out_calls():
+    """Token-less health Watch streams past their own cap are refused with a hint;
+    ordinary calls keep their room (grpc's hard cap is never what refuses them)."""
+    b = Behaviours()
+    server = rpc.AioServer(
+        health_services=(SERVICE,), max_open_calls=3, health_calls=4, name="test-aio"
+    )
+    server.add_handlers(b.handler())
+    server.start("127.0.0.1", 0)
+    ch = rpc.channel(f"127.0.0.1:{server.port}")
+    watch = ch.unary_stream(
+        "/grpc.health.v1.Health/Watch",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+    streams = []
+    try:
+        for _ in range(4):
+            streams.append(watch(health_pb2.HealthCheckRequest(), timeout=30))
+            assert next(streams[-1]).status == SERVING
+        extra = watch(health_pb2.HealthCheckRequest(), timeout=30)
+        with pytest.raises(grpc.RpcError) as err:
+            next(extra)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert err.value.details().startswith("server busy: 4 health calls open")
+        assert rpc.retry_after(err.value) == 1.0
+        # ordinary calls still have all their room
+        assert ch.unary_unary(f"/{SERVICE}/Echo")(b"x", timeout=5) == b"x"
+        assert server.limit.health.refused == 1 and server.limit.refused == 0
+    finally:
+        for stream in streams:
+            stream.cancel()
+        b.thread_gate.set()
+        ch.close()
+        server.stop(0.2)
