@@ -35,6 +35,7 @@ INCARNATIONS_KEPT = 4
 ACTORS_KEPT = 4096
 MAX_COUNTER = 1 << 53  # exact in float64; 285 years of 1M env steps/s
 U64_MAX = (1 << 64) - 1
+U32_MAX = (1 << 32) - 1
 
 
 def saturate(value: int) -> int:
@@ -148,7 +149,9 @@ class ActorBook:
     def load_state(self, state: dict) -> None:
         """Restore from :meth:`state`, or from the one-life-per-actor format of older
         checkpoints. Values are clamped to the bounds validation enforces, so a
-        checkpoint written in an odd state can never make Info fail."""
+        checkpoint written in an odd state can never make Info fail; an actor id no
+        batch could carry, or a malformed entry, raises ValueError/KeyError/TypeError
+        (the servicer turns them into CheckpointError before changing anything)."""
         self.actors.clear()
         if "actors" in state and "env_steps_retired" in state:
             actors = state["actors"]
@@ -159,14 +162,19 @@ class ActorBook:
             actors = {k: _legacy(v) for k, v in state.items()}
             self.env_steps_retired = self.actors_expired = self.incarnations_expired = 0
         for key, a in actors.items():
+            actor_id = int(key)
+            if not 0 <= actor_id <= U32_MAX:  # no batch could have come from it
+                raise ValueError(f"actor_id {actor_id} outside [0, 2**32)")
             lives = collections.OrderedDict(
-                (int(inc), Life(_clamp(seq), _clamp(steps))) for inc, seq, steps in a["lives"]
+                (_clamp_id(inc), Life(_clamp(seq), _clamp(steps))) for inc, seq, steps in a["lives"]
             )
-            self.actors[int(key)] = ActorState(
+            while len(lives) > self.lives_kept:
+                lives.popitem(last=False)
+            self.actors[actor_id] = ActorState(
                 last_sequence=_clamp(a["last_sequence"]),
                 policy_version=_clamp(a["policy_version"]),
-                epsilon=float(a["epsilon"]),
-                incarnation=int(a["incarnation"]),
+                epsilon=min(max(float(a["epsilon"]), 0.0), 1.0),
+                incarnation=_clamp_id(a["incarnation"]),
                 lives=lives,
                 env_steps_retired=_clamp(a["env_steps_retired"]),
             )
@@ -189,6 +197,11 @@ def _touch(table: collections.OrderedDict, key, make, limit: int, retire):
 
 def _clamp(value) -> int:
     return min(max(int(value), 0), MAX_COUNTER)
+
+
+def _clamp_id(value) -> int:
+    """An incarnation as a uint64 field holds it."""
+    return min(max(int(value), 0), U64_MAX)
 
 
 def _legacy(a: dict) -> dict:

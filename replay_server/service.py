@@ -44,6 +44,7 @@ from replay_server.validation import (
 )
 
 MAX_SAMPLE_TRANSITIONS = 1 << 20
+MAX_PRIORITIZED_SAMPLE = 1 << 16  # rows per Sample on a prioritized server
 EPISODES_KEPT = 10_000
 # Bytes a SampleResponse spends besides its rows (field tags, shapes, counters): a
 # generous bound, so an answer judged to fit always does.
@@ -160,11 +161,18 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         checkpoint.check_compatible(
             state, s.capacity, s.obs_shape, s.obs_dtype, self.spec.n_actions, path
         )
+        book = ActorBook(self.book.actors_kept, self.book.lives_kept)
+        try:  # first, so that a malformed actor table changes nothing
+            book.load_state(state.actors)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise checkpoint.CheckpointError(
+                f"replay.checkpoint_path: {path}: actors: malformed ({exc!r})"
+            ) from None
         with self.lock:
             s.load_state({"cursor": state.cursor, "size": state.size, **state.full_columns()})
             for name in (*self.COUNTERS, "learner_version"):
                 setattr(self, name, saturate(state.counters[name]))
-            self.book.load_state(state.actors)
+            self.book = book
             self.episodes.clear()
             self.episodes.extend(state.episodes)
             checkpoint.load_limiter_state(self.limiter, state.limiter)
@@ -293,6 +301,13 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         total = b * k
         if total > MAX_SAMPLE_TRANSITIONS:
             return invalid, f"batch_size * num_batches: {total} exceeds {MAX_SAMPLE_TRANSITIONS}"
+        if self.priorities is not None and total > MAX_PRIORITIZED_SAMPLE:
+            # Stratified draws walk the sum tree per row, on the loop: bounded per call.
+            return (
+                invalid,
+                f"batch_size * num_batches: {total} exceeds {MAX_PRIORITIZED_SAMPLE} on a "
+                "prioritized server",
+            )
         if request.learner_version > MAX_COUNTER:
             return (
                 invalid,

@@ -16,6 +16,10 @@ from dqn import codec
 from dqn.v1 import replay_pb2 as pb
 from replay_server.bookkeeping import MAX_COUNTER
 
+# Rows one UpdatePriorities may set (a learner sends batches_per_call x batch_size,
+# 2,048 by default): a call's sum-tree work stalls the server's loop, so it is bounded.
+MAX_PRIORITY_ROWS = 1 << 16
+
 
 class BatchError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str):
@@ -166,6 +170,9 @@ def validate_priority_update(
     for name in ("index", "key", "priority"):
         if not request.HasField(name):
             raise _invalid(f"{name}: missing")
+    rows = request.index.shape[0] if request.index.shape else 0
+    if rows > MAX_PRIORITY_ROWS:  # checked before decoding: the sum tree's work is per row
+        raise _invalid(f"index: {rows} rows, at most {MAX_PRIORITY_ROWS} per call")
     index = _column(request.index, "index", np.int64)
     key = _column(request.key, "key", np.int64)
     if len(key) != len(index):

@@ -282,3 +282,65 @@ def test_server_memory_stays_bounded_after_many_large_answers(tmp_path):
     finally:
         channel.close()
         server.stop()
+
+
+# -- work per call is bounded (one call stalls the loop for its own work only) ----------
+def test_prioritized_calls_are_bounded_in_rows(per_stub):
+    from replay_server.service import MAX_PRIORITIZED_SAMPLE
+    from replay_server.validation import MAX_PRIORITY_ROWS
+
+    push(per_stub, make_batch(1, 0, 8))
+    err = refused(lambda: sample(per_stub, batch_size=MAX_PRIORITIZED_SAMPLE + 1))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        f"batch_size * num_batches: {MAX_PRIORITIZED_SAMPLE + 1} exceeds "
+        f"{MAX_PRIORITIZED_SAMPLE} on a prioritized server"
+    )
+    rows = MAX_PRIORITY_ROWS + 1
+    request = priority_request(np.zeros(rows), np.ones(rows), np.ones(rows))
+    err = refused(lambda: per_stub.UpdatePriorities(request, timeout=10))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == f"index: {rows} rows, at most {MAX_PRIORITY_ROWS} per call"
+    assert info(per_stub).sampled == 0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"lives": [[2**64, 1, 1]]},  # an incarnation past uint64: clamped
+        {"incarnation": -1},  # clamped to 0
+        {"lives": [[k, 1, 1] for k in range(10)]},  # more lives than are kept: trimmed
+    ],
+)
+def test_odd_actor_ids_and_lives_in_a_checkpoint(replay_server_factory, tmp_path, edit):
+    path = tmp_path / "replay.npz"
+    first = replay_server_factory(checkpoint_path=str(path))
+    channel, stub = replay_stub(first.address)
+    push(stub, make_batch(1, 0, 8, actor_id=3))
+    channel.close()
+    state = first.write_checkpoint()
+    state.actors["actors"]["3"].update(edit)
+    checkpoint.save(path, state)
+    second = replay_server_factory(checkpoint_path=str(path))
+    channel, stub = replay_stub(second.address)
+    r = info(stub)  # never "Value out of range"
+    channel.close()
+    assert [a.actor_id for a in r.actors] == [3]
+    assert len(second.servicer.book.actors[3].lives) <= INCARNATIONS_KEPT
+
+
+def test_an_actor_id_no_batch_could_carry_makes_the_checkpoint_refused(
+    replay_server_factory, tmp_path
+):
+    from replay_server.server import ReplayServer
+
+    path = tmp_path / "replay.npz"
+    first = replay_server_factory(checkpoint_path=str(path))
+    channel, stub = replay_stub(first.address)
+    push(stub, make_batch(1, 0, 8, actor_id=3))
+    channel.close()
+    state = first.write_checkpoint()
+    state.actors["actors"][str(2**32)] = state.actors["actors"]["3"]
+    checkpoint.save(path, state)
+    with pytest.raises(checkpoint.CheckpointError, match="actors: malformed"):
+        ReplayServer(first.config, (4,), 2)
