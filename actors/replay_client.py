@@ -4,9 +4,10 @@
 backpressure (rate limiter) reaches the acting loop. Failed pushes are retried with
 backoff; the server drops any batch it already has, keyed by (actor, sequence).
 
-The sender lingers up to ``linger_s`` after the first queued batch for more (up to
-``max_per_call``), so one Push carries several batches: each call costs the sender
-thread Python time under the GIL the acting loop needs (profile in docs/actors.md).
+The sender polls the queue every ``linger_s`` and sends what it finds (up to
+``max_per_call`` batches per Push) rather than waiting in ``get()``: a waiting sender
+is woken by every ``write()`` and takes the GIL from the acting loop each time, and
+each call costs it Python time under that GIL (profile in docs/actors.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 
 import grpc
 
@@ -69,24 +69,22 @@ class GrpcReplayWriter:
     def _run(self) -> None:
         backoff = Backoff()
         while not self._closed.is_set():
-            try:
-                first = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if first is None:
-                return
-            pending = [first]
-            linger_until = time.monotonic() + self._linger
+            # Poll, never block on the queue: a sender waiting in get() is woken by every
+            # write(), and each wake-up takes the GIL from the acting loop (under load the
+            # loop then waits to be scheduled again). Polling wakes 1/linger times a second.
+            pending = []
             while len(pending) < self._max_per_call:
-                wait = linger_until - time.monotonic()
                 try:
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     self._closed.set()
                     break
                 pending.append(item)
+            if not pending:
+                self._closed.wait(self._linger)
+                continue
             while True:
                 try:
                     reply = self._stub.Push(
