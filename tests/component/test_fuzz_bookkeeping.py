@@ -197,9 +197,11 @@ def test_sample_answers_always_fit_the_message_limit(obs_shape, uint8, batch_siz
     dtype = np.uint8 if uint8 else np.float32
     limit = 1 * rpc.MiB
     with server(obs_shape, dtype, max_message_mb=1, max_batch_transitions=8) as (_, stub):
-        cols = columns(0, 8, obs_shape)
-        cols["obs"], cols["next_obs"] = cols["obs"].astype(dtype), cols["next_obs"].astype(dtype)
-        assert push_one(stub, make_batch(1, cols=cols))[2] == grpc.StatusCode.OK
+        for k in range(8):  # one row per batch: a row of the largest shape fits 1 MiB
+            cols = columns(k, 1, obs_shape)
+            cols["obs"] = cols["obs"].astype(dtype)
+            cols["next_obs"] = cols["next_obs"].astype(dtype)
+            assert push_one(stub, make_batch(k + 1, cols=cols))[2] == grpc.StatusCode.OK
         rows = batch_size * num_batches
         row_bytes = 2 * int(np.prod(obs_shape)) * np.dtype(dtype).itemsize + 8 + 4 + 1 + 4
         fits = rows * row_bytes + SAMPLE_OVERHEAD_BYTES <= limit
