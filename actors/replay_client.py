@@ -7,7 +7,9 @@ backoff; the server drops any batch it already has, keyed by (actor, sequence).
 The sender polls the queue every ``linger_s`` and sends what it finds (up to
 ``max_per_call`` batches per Push) rather than waiting in ``get()``: a waiting sender
 is woken by every ``write()`` and takes the GIL from the acting loop each time, and
-each call costs it Python time under that GIL (profile in docs/actors.md).
+each call costs it Python time under that GIL (profile in docs/actors.md). With
+50 ms and up to 32 batches a call, an actor's gRPC work fell from ~90 to ~30-40 us of
+CPU per vector step (8 CartPole envs, 64-row batches, measured under load).
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ class GrpcReplayWriter:
     def __init__(
         self,
         address: str,
-        max_pending: int = 8,
-        max_per_call: int = 16,
+        max_pending: int = 32,
+        max_per_call: int = 32,
         deadline_s: float = 30.0,
         max_message_mb: int = 64,
         security: Security | None = None,
-        linger_s: float = 0.02,
+        linger_s: float = 0.05,
     ):
         self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.ReplayServiceStub(self._channel)
