@@ -49,6 +49,7 @@ EPISODES_KEPT = 10_000
 # Bytes a SampleResponse spends besides its rows (field tags, shapes, counters): a
 # generous bound, so an answer judged to fit always does.
 SAMPLE_OVERHEAD_BYTES = 4096
+SNAPSHOT_CHUNK_BYTES = 4 << 20  # a checkpoint copies this much per hold of the lock
 PUSH_IDLE_S = 30.0  # a Push stream is closed after this long without a message
 MAX_SAMPLE_WAIT_S = 60.0  # a Sample waits at most this long, whatever timeout_ms says
 RATE_LIMITED_RETRY_MS = 200  # the hint given to a pusher refused while others wait
@@ -133,9 +134,32 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
     COUNTERS = ("inserted", "sampled", "rejected", "duplicates", "episodes_total")
 
     def snapshot(self) -> checkpoint.ReplayState:
-        """A consistent copy of the whole state; the lock is held only while copying."""
+        """A consistent copy of the whole state, taken without holding the lock for the
+        whole copy (the loop would wait on it: health and every call with it).
+
+        The columns are copied in chunks of about SNAPSHOT_CHUNK_BYTES, each under the
+        lock; pushes go on in between. Then, under the lock once more, the slots written
+        since the copy began (``inserted`` says how many, ending at the cursor) are
+        copied again, with everything small. The result is the state at that moment.
+        """
+        s = self.storage
+        copy = {name: np.empty_like(col) for name, col in s.columns.items()}
+        row_bytes = max(1, sum(col[:1].nbytes for col in s.columns.values()))
+        chunk = max(1, SNAPSHOT_CHUNK_BYTES // row_bytes)
         with self.lock:
-            s = self.storage
+            mark, rows = self.inserted, s.size
+        for lo in range(0, rows, chunk):
+            with self.lock:
+                for name, col in s.columns.items():
+                    copy[name][lo : lo + chunk] = col[lo : lo + chunk]
+        with self.lock:
+            written = self.inserted - mark
+            if written >= s.capacity:
+                slots = slice(None)  # everything may have changed: copy it all now
+            else:
+                slots = (s.cursor - written + np.arange(written)) % s.capacity
+            for name, col in s.columns.items():
+                copy[name][slots] = col[slots]
             return checkpoint.ReplayState(
                 capacity=s.capacity,
                 obs_shape=s.obs_shape,
@@ -143,7 +167,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 n_actions=self.spec.n_actions,
                 cursor=s.cursor,
                 size=s.size,
-                columns={name: col[: s.size].copy() for name, col in s.columns.items()},
+                columns={name: col[: s.size] for name, col in copy.items()},
                 counters={
                     **{k: getattr(self, k) for k in self.COUNTERS},
                     "learner_version": self.learner_version,

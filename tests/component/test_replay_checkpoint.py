@@ -159,3 +159,50 @@ def test_periodic_checkpoints_follow_inserts(replay_server_factory, tmp_path):
             time.sleep(0.02)
     finally:
         channel.close()
+
+
+def test_snapshot_taken_while_pushes_go_on_is_the_state_of_one_moment(
+    replay_server_factory, monkeypatch
+):
+    """The checkpoint copy runs in chunks with pushes in between; what it returns must
+    still be one consistent state: every slot holds the row the counters say it holds."""
+    import threading
+
+    from replay_server import service
+
+    monkeypatch.setattr(service, "SNAPSHOT_CHUNK_BYTES", 1)  # a row per chunk: pushes interleave
+    capacity = 3000
+    server = replay_server_factory(capacity=capacity)
+    channel, stub = replay_stub(server.address)
+    push(stub, *[make_batch(seq, 64 * (seq - 1), 64) for seq in range(1, 31)])  # 1,920 rows
+    stop, pushed = threading.Event(), [30]
+
+    def pusher():
+        ch, st = replay_stub(server.address)
+        with ch:
+            while not stop.is_set() and pushed[0] < 200:  # wraps the ring several times
+                seq = pushed[0] + 1
+                push(st, make_batch(seq, 64 * (seq - 1), 64))
+                pushed[0] = seq
+
+    thread = threading.Thread(target=pusher)
+    thread.start()
+    try:
+        snapshots = []
+        while thread.is_alive() and len(snapshots) < 20:
+            snapshots.append(server.servicer.snapshot())
+    finally:
+        stop.set()
+        thread.join(60)
+        channel.close()
+    assert len(snapshots) >= 2
+    for state in snapshots:
+        inserted, size = state.counters["inserted"], state.size
+        assert size == min(inserted, capacity)
+        ids = state.columns["obs"][:, 0].astype(np.int64)
+        slots = np.arange(size)
+        # ids 0.. were written in order from slot 0: slot j holds the newest id = j (mod C)
+        expected = slots + capacity * ((inserted - 1 - slots) // capacity)
+        np.testing.assert_array_equal(ids, expected)
+        np.testing.assert_array_equal(state.columns["action"], expected % 2)  # rows intact
+        assert state.cursor == inserted % capacity
