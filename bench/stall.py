@@ -3,8 +3,10 @@
 The replay server runs every RPC on one event loop (decision 22), and its CPU-bound
 work (batch checks and ring writes in Push, gather and encode in Sample, the sum tree
 in UpdatePriorities) runs inline on it. The promise: no call stalls the others for
-longer than its own work. For each kind of call this runs a burst from a client
-*process* (so client work does not share the server's GIL), and reports side by side
+longer than its own work, and a checkpoint's copy (another thread, in chunks under
+the server's lock) stalls it for one chunk, not for the whole copy. For each kind of
+call this runs a burst from a client *process* (so client work does not share the
+server's GIL), and reports side by side
 
 * ``own ms``: the call's server-side time, median and max (the handler's work, timed
   on the loop), and
@@ -128,12 +130,21 @@ def _timed(servicer, timings: list[float]):
         timings[-1] += checks.pop() if checks else 0.0
 
     servicer._store = store_with_checks
-    for name in ("_sample", "_update_priorities"):
-        setattr(servicer, name, wrap(getattr(servicer, name), timings))
+    draws: list[float] = []
+    servicer._draw = wrap(servicer._draw, draws)
+    encode = wrap(servicer._encode, timings)
+
+    def encode_after_draw(*args):  # a Sample's own work: its draw and its encoding
+        data = encode(*args)
+        timings[-1] += draws.pop() if draws else 0.0
+        return data
+
+    servicer._encode = encode_after_draw
+    servicer._update_priorities = wrap(servicer._update_priorities, timings)
     return lambda: setattr(service, "validate_batch", original)
 
 
-def run_case(kind: str, obs_shape, calls: int) -> dict:
+def run_case(kind: str, obs_shape, calls: int, capacity: int = 20_000) -> dict:
     from dqn.config import build
     from replay_server.server import ReplayServer
 
@@ -141,7 +152,7 @@ def run_case(kind: str, obs_shape, calls: int) -> dict:
     config = build(
         {
             "replay": {
-                "capacity": 20_000,
+                "capacity": capacity,
                 "min_size": 1,
                 "host": "127.0.0.1",
                 "port": 0,
@@ -163,7 +174,7 @@ def run_case(kind: str, obs_shape, calls: int) -> dict:
         with rpc.channel(server.address) as ch:
             stub = pb_grpc.ReplayServiceStub(ch)
             fill = _push_request(256, obs_shape, obs_dtype, rng)
-            for seq in range(1, 20_000 // 256 + 2):
+            for seq in range(1, capacity // 256 + 2):
                 fill.batch.sequence = seq
                 stub.Push(iter([fill]), timeout=30)
         own: list[float] = []
@@ -173,11 +184,22 @@ def run_case(kind: str, obs_shape, calls: int) -> dict:
         time.sleep(0.5)  # the prober's first checks, before the burst
         server.take_loop_lag()
         own.clear()
-        client = ctx.Process(
-            target=_client, args=(server.address, kind, obs_shape, obs_dtype, calls, out)
-        )
-        client.start()
-        assert out.get(timeout=600) == "done"
+        if kind == "checkpoint":  # snapshots from this thread while a client pushes
+            client = ctx.Process(
+                target=_client, args=(server.address, "push", obs_shape, obs_dtype, 10**6, out)
+            )
+            client.start()
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                server.servicer.snapshot()
+                own.append(time.perf_counter() - t0)
+            client.kill()
+        else:
+            client = ctx.Process(
+                target=_client, args=(server.address, kind, obs_shape, obs_dtype, calls, out)
+            )
+            client.start()
+            assert out.get(timeout=600) == "done"
         stall = server.take_loop_lag()
         stop.set()
         health = out.get(timeout=60)
@@ -212,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         ("priorities", (4,)),
     ]
     rows = [run_case(kind, shape, args.calls) for kind, shape in cases]
+    # A checkpoint's copy of a ~1 GB frame replay (40k PixelCartPole rows), pushes going
+    # on: "own" is the whole snapshot; the stall is what the loop saw meanwhile.
+    rows.append(run_case("checkpoint", PIXELS, 3, capacity=40_000))
     print_table(
         "Replay server: one call's own work vs the stall it causes others",
         ["call", "obs", "own ms p50", "own ms max", "loop stall ms", "health ms max"],

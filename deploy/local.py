@@ -193,6 +193,9 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
 
             init_ray("local", num_cpus=max(os.cpu_count() or 1, 1))
             ray_started = True
+            # ray.init installs its own SIGTERM handler over ours (it would kill the
+            # launcher at once and leave the replay server running): ours again.
+            signal.signal(signal.SIGTERM, on_signal)
         learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
         fleet = Fleet(config, replay_address, learner_info["address"], security)
         fleet.start()

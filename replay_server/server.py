@@ -45,9 +45,7 @@ def replay_handler(servicer: ReplayServicer) -> grpc.GenericRpcHandler:
         "Push": grpc.stream_unary_rpc_method_handler(
             servicer.Push, raw, pb.PushResponse.SerializeToString
         ),
-        "Sample": grpc.unary_unary_rpc_method_handler(
-            servicer.Sample, raw, pb.SampleResponse.SerializeToString
-        ),
+        "Sample": grpc.unary_unary_rpc_method_handler(servicer.Sample, raw, _serialized),
         "Info": grpc.unary_unary_rpc_method_handler(
             servicer.Info, raw, pb.InfoResponse.SerializeToString
         ),
@@ -56,6 +54,11 @@ def replay_handler(servicer: ReplayServicer) -> grpc.GenericRpcHandler:
         ),
     }
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+def _serialized(response: bytes | pb.SampleResponse) -> bytes:
+    """Sample answers come serialized already (encoded off the loop when large)."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
 
 
 class ReplayServer:

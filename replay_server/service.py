@@ -50,6 +50,8 @@ EPISODES_KEPT = 10_000
 # generous bound, so an answer judged to fit always does.
 SAMPLE_OVERHEAD_BYTES = 4096
 SNAPSHOT_CHUNK_BYTES = 4 << 20  # a checkpoint copies this much per hold of the lock
+SNAPSHOT_PASSES = 3  # catch-up passes over slots written during a checkpoint's copy
+ENCODE_OFF_LOOP_BYTES = 1 << 20  # Sample answers larger than this are encoded off the loop
 PUSH_IDLE_S = 30.0  # a Push stream is closed after this long without a message
 MAX_SAMPLE_WAIT_S = 60.0  # a Sample waits at most this long, whatever timeout_ms says
 RATE_LIMITED_RETRY_MS = 200  # the hint given to a pusher refused while others wait
@@ -138,28 +140,36 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         whole copy (the loop would wait on it: health and every call with it).
 
         The columns are copied in chunks of about SNAPSHOT_CHUNK_BYTES, each under the
-        lock; pushes go on in between. Then, under the lock once more, the slots written
-        since the copy began (``inserted`` says how many, ending at the cursor) are
-        copied again, with everything small. The result is the state at that moment.
+        lock; pushes go on in between. The slots written meanwhile (``inserted`` says how
+        many, ending at the cursor) are copied again the same way, a few passes while
+        there are more than a chunk of them; then, under the lock once more, the last
+        few with everything small. The result is the state at that moment.
         """
         s = self.storage
         copy = {name: np.empty_like(col) for name, col in s.columns.items()}
         row_bytes = max(1, sum(col[:1].nbytes for col in s.columns.values()))
         chunk = max(1, SNAPSHOT_CHUNK_BYTES // row_bytes)
-        with self.lock:
-            mark, rows = self.inserted, s.size
-        for lo in range(0, rows, chunk):
-            with self.lock:
-                for name, col in s.columns.items():
-                    copy[name][lo : lo + chunk] = col[lo : lo + chunk]
-        with self.lock:
-            written = self.inserted - mark
-            if written >= s.capacity:
-                slots = slice(None)  # everything may have changed: copy it all now
-            else:
-                slots = (s.cursor - written + np.arange(written)) % s.capacity
+
+        def copy_rows(rows) -> None:  # under the lock, the caller holds it
             for name, col in s.columns.items():
-                copy[name][slots] = col[slots]
+                copy[name][rows] = col[rows]
+
+        with self.lock:
+            mark, size = self.inserted, s.size
+        for lo in range(0, size, chunk):
+            with self.lock:
+                copy_rows(slice(lo, lo + chunk))
+        for _ in range(SNAPSHOT_PASSES):  # catch up with the pushes, still in chunks
+            with self.lock:
+                if self.inserted - mark <= chunk:
+                    break
+                slots = _written_slots(s.cursor, self.inserted - mark, s.capacity)
+                mark = self.inserted
+            for lo in range(0, len(slots), chunk):
+                with self.lock:
+                    copy_rows(slots[lo : lo + chunk])
+        with self.lock:
+            copy_rows(_written_slots(s.cursor, self.inserted - mark, s.capacity))
             return checkpoint.ReplayState(
                 capacity=s.capacity,
                 obs_shape=s.obs_shape,
@@ -257,7 +267,9 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             self.learner_version = max(self.learner_version, batch.policy_version)
             for ep in batch.episodes:
                 self.episodes_total += 1
-                self.episodes.append((self.episodes_total, ep))
+                kept = pb.Episode()
+                kept.CopyFrom(ep)  # a sub-message would keep its whole request alive
+                self.episodes.append((self.episodes_total, kept))
         self._notify()
 
     async def _wait_to_insert(self, batch: pb.TransitionBatch, n: int, context) -> None:
@@ -312,7 +324,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                     batch_size=b,
                     reason=self.limiter.why_not_sample(self.storage.size, total),
                 )
-        return self._sample(b, k)
+        return await self._answer(b, k)
 
     def _sample_error(self, request: pb.SampleRequest) -> tuple | None:
         """``(code, details)`` for a request that is refused before any work, or None."""
@@ -348,27 +360,43 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             )
         return None
 
-    def _sample(self, b: int, k: int) -> pb.SampleResponse:
-        """Draw and gather ``k`` batches of ``b`` now (the band admits them)."""
+    def _draw(self, b: int, k: int) -> tuple:
+        """Draw and gather ``k`` batches of ``b`` now (the band admits them): the part
+        that needs the storage, under the lock on the loop."""
         total = b * k
         with self.lock:
             if self.priorities is None:
                 idx = self.rng.integers(0, self.storage.size, size=total)
+                drawn = (self.storage.gather(idx), None)
             else:
                 idx, keys, prob, min_prob = self.priorities.sample(b, k, self.rng)
-            columns = self.storage.gather(idx)
+                drawn = (self.storage.gather(idx), (idx, keys, prob, min_prob))
             self.limiter.record_sample(total)
             self.sampled += total
         self._notify()
+        return drawn
+
+    def _encode(self, b: int, k: int, columns: dict, prioritized: tuple | None) -> bytes:
+        """The SampleResponse for drawn rows, serialized (no state: any thread)."""
         response = pb.SampleResponse(num_batches=k, batch_size=b)
         for name in COLUMNS:
             codec.encode(columns[name], getattr(response, name))
-        if self.priorities is not None:
+        if prioritized is not None:
+            idx, keys, prob, min_prob = prioritized
             codec.encode(idx.astype(np.int64, copy=False), response.index)
             codec.encode(keys, response.key)
             codec.encode(prob, response.probability)
             response.min_probability = min_prob
-        return response
+        return response.SerializeToString()
+
+    async def _answer(self, b: int, k: int) -> bytes:
+        """Draw on the loop; encode and serialize a large answer in a worker thread, so
+        the loop (health, pushes, Info) runs between the GIL's switches meanwhile
+        instead of waiting for the whole serialization."""
+        drawn = self._draw(b, k)
+        if b * k * self.sample_row_bytes > ENCODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(self._encode, b, k, *drawn)
+        return self._encode(b, k, *drawn)
 
     # -- UpdatePriorities ---------------------------------------------------------
     async def UpdatePriorities(self, request, context):
@@ -443,6 +471,13 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 f"batch.action: {n} transitions can never pass the rate limiter band "
                 f"(at most {largest} per batch with these settings)",
             )
+
+
+def _written_slots(cursor: int, written: int, capacity: int) -> np.ndarray:
+    """The ring slots the last ``written`` inserts went to (all of them past a lap)."""
+    if written >= capacity:
+        return np.arange(capacity)
+    return (cursor - written + np.arange(written)) % capacity
 
 
 async def _busy(context, code: grpc.StatusCode, why: str) -> None:

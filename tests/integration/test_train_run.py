@@ -135,7 +135,11 @@ def _assert_not_exposed(launcher_pid: int) -> None:
                 assert "--disable-frontend" in cmdline
 
 
-def test_ctrl_c_stops_everything(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_everything(tmp_path, how):
+    """Ctrl-C (SIGINT to the process group) and SIGTERM to the launcher alone (what a
+    supervisor sends) both stop every part cleanly. ray.init installs its own SIGTERM
+    handler, which once killed the launcher at once and left the replay server up."""
     run_dir = tmp_path / "run"
     proc = start_dqn(
         "train",
@@ -159,7 +163,10 @@ def test_ctrl_c_stops_everything(tmp_path):
         else:
             raise AssertionError("".join(lines))
         _assert_not_exposed(proc.pid)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
         proc.wait(180)
     finally:
         if proc.poll() is None:
