@@ -15,10 +15,13 @@ The raw rate is measured in the same run, before and after the fleets (mean of t
 two, so a drifting machine load shows up as a gap between them): N plain processes
 step a ``dqn.envs.make_vector_env`` of the same id and env count with random actions
 (drawn ahead in blocks) for ``--seconds``, all at once; ``vs raw`` is the fleet's rate
-over that of as many raw processes. Memory per actor is psutil's ``memory_full_info``
-of each actor process: USS (its own pages), PSS (own + its share of shared pages) and
-RSS; ``48 actors`` extrapolates a host of 48 as 48 x USS + the shared part once
-(RSS - USS of one actor, an upper bound of what they share). Writes
+over that of as many raw processes. ``vs raw per CPU`` compares env steps per CPU
+second instead (the actors' processes, all their threads, against the raw ones), a
+figure a loaded machine disturbs much less than the wall-clock rates. Memory per
+actor is psutil's ``memory_full_info`` of each actor process: USS (its own pages),
+PSS (own + its share of shared pages) and RSS; ``48 actors`` extrapolates a host of
+48 as 48 x USS + the shared part once (RSS - USS of one actor, an upper bound of what
+they share). Writes
 bench/results/fleet.json.
 """
 
@@ -74,17 +77,18 @@ def _raw_worker(env_id: str, num_envs: int, seconds: float, seed: int, ready, go
     ready.set()
     go.wait(300)
     steps, k = 0, 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while (elapsed := time.perf_counter() - t0) < seconds:
         env.step(actions[k])
         k = (k + 1) % len(actions)
         steps += num_envs
-    out.put(steps / elapsed)
+    out.put((steps / elapsed, steps / max(time.process_time() - c0, 1e-9)))
     env.close()
 
 
-def raw_rate(env_id: str, num_envs: int, procs: int, seconds: float) -> float:
-    """Total env steps/s of ``procs`` raw vector-env processes stepping at once."""
+def raw_rate(env_id: str, num_envs: int, procs: int, seconds: float) -> tuple[float, float]:
+    """Total env steps/s of ``procs`` raw vector-env processes stepping at once, and
+    their env steps per CPU second (mean over the processes)."""
     ctx = mp.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     readies, workers = [], []
@@ -101,7 +105,8 @@ def raw_rate(env_id: str, num_envs: int, procs: int, seconds: float) -> float:
             if not ready.wait(300):
                 raise TimeoutError("a raw vector env process did not start")
         go.set()
-        return sum(out.get(timeout=seconds + 300) for _ in workers)
+        rates = [out.get(timeout=seconds + 300) for _ in workers]
+        return sum(r for r, _ in rates), sum(c for _, c in rates) / len(rates)
     finally:
         for p in workers:
             p.join(10)
@@ -165,7 +170,20 @@ class ProcessFleet:
         return [p.pid for p in self.procs if p.pid]
 
 
-def measure(info: _Info, n: int, seconds: float, timeout: float = 120.0) -> dict:
+def _cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        total += t.user + t.system
+    return total
+
+
+def measure(info: _Info, n: int, seconds: float, pids=lambda: [], timeout: float = 120.0) -> dict:
     """Wait until ``n`` actors push (an actor's Info entry changes), let them run a
     second, then measure."""
     before = {actor for actor, _ in info()[3]}
@@ -180,13 +198,18 @@ def measure(info: _Info, n: int, seconds: float, timeout: float = 120.0) -> dict
         if time.monotonic() > deadline:
             raise TimeoutError(f"fewer than {n} actors pushing after {timeout:.0f}s ({before})")
     time.sleep(1.0)
+    procs = pids()
+    cpu0 = _cpu_seconds(procs)
     t0, steps0, ins0, _ = info()
     time.sleep(seconds)
     t1, steps1, ins1, _ = info()
+    cpu = _cpu_seconds(procs) - cpu0
     dt = t1 - t0
     return {
         "actors": n,
         "env_steps_per_s": (steps1 - steps0) / dt,
+        # the actors' own CPU time (every thread): env steps per core they used
+        "env_steps_per_cpu_s": (steps1 - steps0) / cpu if cpu > 0 else None,
         "transitions_per_s": (ins1 - ins0) / dt,
         "seconds": dt,
     }
@@ -208,8 +231,12 @@ def run(args) -> dict:
     rows: list[dict] = []
     env_id, num_envs = base.env.id, base.actors.envs_per_actor
     raw_before = {n: raw_rate(env_id, num_envs, n, args.seconds) for n in sorted(set(args.counts))}
-    for n, r in raw_before.items():
-        print(f"raw {n} x SyncVectorEnv({env_id} x{num_envs}): {r:,.0f} env steps/s", flush=True)
+    for n, (r, c) in raw_before.items():
+        print(
+            f"raw {n} x SyncVectorEnv({env_id} x{num_envs}): {r:,.0f} env steps/s, "
+            f"{c:,.0f} per CPU second",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         server = ReplayServerProcess(Path(tmp), *args.extra)
         weights = WeightServer("127.0.0.1", 0)
@@ -236,9 +263,13 @@ def run(args) -> dict:
                 try:
                     for n in args.counts:
                         fleet.resize(n)
-                        row = {"runner": runner, **measure(info, n, args.seconds)}
-                        pids = [s["pid"] for s in fleet.ping()] if runner == "ray" else fleet.pids()
-                        row["memory"] = memory(pids)
+                        pids = (
+                            (lambda fleet=fleet: [s["pid"] for s in fleet.ping()])
+                            if runner == "ray"
+                            else fleet.pids
+                        )
+                        row = {"runner": runner, **measure(info, n, args.seconds, pids)}
+                        row["memory"] = memory(pids())
                         rows.append(row)
                         mem = row["memory"]
                         print(
@@ -257,12 +288,15 @@ def run(args) -> dict:
             weights.stop()
             server.stop()
     raw_after = {n: raw_rate(env_id, num_envs, n, args.seconds) for n in raw_before}
-    raw = {n: (raw_before[n] + raw_after[n]) / 2 for n in raw_before}
     for row in rows:
         n = row["actors"]
-        row["raw_env_steps_per_s"] = raw[n]
-        row["raw_before"], row["raw_after"] = raw_before[n], raw_after[n]
-        row["vs_raw"] = row["env_steps_per_s"] / raw[n] if raw[n] else None
+        (before, cpu_before), (after, cpu_after) = raw_before[n], raw_after[n]
+        raw, raw_cpu = (before + after) / 2, (cpu_before + cpu_after) / 2
+        row["raw_env_steps_per_s"], row["raw_before"], row["raw_after"] = raw, before, after
+        row["raw_env_steps_per_cpu_s"] = raw_cpu
+        row["vs_raw"] = row["env_steps_per_s"] / raw if raw else None
+        per_cpu = row.get("env_steps_per_cpu_s")
+        row["vs_raw_per_cpu"] = per_cpu / raw_cpu if per_cpu and raw_cpu else None
     try:
         load = os.getloadavg()
     except OSError:
@@ -294,6 +328,9 @@ def report(result: dict) -> None:
             "vs 1 actor",
             "raw env steps/s",
             "vs raw",
+            "per CPU s",
+            "raw per CPU s",
+            "vs raw per CPU",
             "USS MiB",
             "PSS MiB",
             "RSS MiB",
@@ -308,6 +345,9 @@ def report(result: dict) -> None:
                 r["env_steps_per_s"] / base[r["runner"]] if base.get(r["runner"]) else None,
                 r.get("raw_env_steps_per_s"),
                 r.get("vs_raw"),
+                r.get("env_steps_per_cpu_s"),
+                r.get("raw_env_steps_per_cpu_s"),
+                r.get("vs_raw_per_cpu"),
                 r.get("memory", {}).get("uss_mib"),
                 r.get("memory", {}).get("pss_mib"),
                 r.get("memory", {}).get("rss_mib"),

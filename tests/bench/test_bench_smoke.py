@@ -61,6 +61,12 @@ def test_fleet_bench_quick_reports_steps_and_ingest(tmp_path):
     (row,) = result["rows"]
     assert (row["runner"], row["actors"]) == ("process", 1)
     assert _positive(row["env_steps_per_s"]) and _positive(row["transitions_per_s"])
+    # the raw vector env of the same run, the ratios, and the actor's memory
+    assert _positive(row["raw_env_steps_per_s"]) and _positive(row["vs_raw"])
+    assert _positive(row["vs_raw_per_cpu"])
+    mem = row["memory"]
+    assert mem["measured_processes"] == 1
+    assert 0 < mem["uss_mib"] <= mem["pss_mib"] <= mem["rss_mib"]
 
 
 @pytest.mark.unit
