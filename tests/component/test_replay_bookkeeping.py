@@ -115,26 +115,38 @@ def test_largest_allowed_counters_from_many_actors_do_not_break_info(stub):
     assert err.details().startswith("learner_version:")
 
 
+def checkpoint_of(factory, tmp_path, **batch_fields):
+    """A server with a checkpoint path, one batch pushed: (server, its checkpoint state)."""
+    path = tmp_path / "replay.npz"
+    server = factory(checkpoint_path=str(path))
+    channel, stub = replay_stub(server.address)
+    push(stub, make_batch(1, 0, 8, **batch_fields))
+    channel.close()
+    return server, server.write_checkpoint()
+
+
+def restored_info(factory, tmp_path, state) -> tuple:
+    """Save ``state`` as the checkpoint and start a second server from it: (server, Info)."""
+    path = tmp_path / "replay.npz"
+    checkpoint.save(path, state)
+    server = factory(checkpoint_path=str(path))
+    channel, stub = replay_stub(server.address)
+    r = info(stub)  # never "Value out of range"
+    channel.close()
+    return server, r
+
+
 def test_a_checkpoint_written_in_an_odd_state_restores_and_info_works(
     replay_server_factory, tmp_path
 ):
-    path = tmp_path / "replay.npz"
-    first = replay_server_factory(checkpoint_path=str(path))
-    channel, stub = replay_stub(first.address)
-    push(stub, make_batch(1, 0, 8, actor_env_steps=10))
-    channel.close()
-    state = first.write_checkpoint()
+    _, state = checkpoint_of(replay_server_factory, tmp_path, actor_env_steps=10)
     # Edit the file as a bug or a hand would: counters past uint64 and negative.
     actors = state.actors["actors"]
     actors["1"]["lives"][0][2] = U64_MAX * 4
     actors["1"]["policy_version"] = U64_MAX + 1
     actors["2"] = {**actors["1"], "env_steps_retired": -5}
     state.counters["inserted"] = U64_MAX * 2
-    checkpoint.save(path, state)
-    second = replay_server_factory(checkpoint_path=str(path))
-    channel, stub = replay_stub(second.address)
-    r = info(stub)
-    channel.close()
+    _, r = restored_info(replay_server_factory, tmp_path, state)
     assert r.inserted == U64_MAX  # saturated
     assert [a.env_steps for a in r.actors] == [MAX_COUNTER, MAX_COUNTER]
     assert r.env_steps == 2 * MAX_COUNTER
@@ -313,18 +325,9 @@ def test_prioritized_calls_are_bounded_in_rows(per_stub):
     ],
 )
 def test_odd_actor_ids_and_lives_in_a_checkpoint(replay_server_factory, tmp_path, edit):
-    path = tmp_path / "replay.npz"
-    first = replay_server_factory(checkpoint_path=str(path))
-    channel, stub = replay_stub(first.address)
-    push(stub, make_batch(1, 0, 8, actor_id=3))
-    channel.close()
-    state = first.write_checkpoint()
+    _, state = checkpoint_of(replay_server_factory, tmp_path, actor_id=3)
     state.actors["actors"]["3"].update(edit)
-    checkpoint.save(path, state)
-    second = replay_server_factory(checkpoint_path=str(path))
-    channel, stub = replay_stub(second.address)
-    r = info(stub)  # never "Value out of range"
-    channel.close()
+    second, r = restored_info(replay_server_factory, tmp_path, state)
     assert [a.actor_id for a in r.actors] == [3]
     assert len(second.servicer.book.actors[3].lives) <= INCARNATIONS_KEPT
 
@@ -334,13 +337,8 @@ def test_an_actor_id_no_batch_could_carry_makes_the_checkpoint_refused(
 ):
     from replay_server.server import ReplayServer
 
-    path = tmp_path / "replay.npz"
-    first = replay_server_factory(checkpoint_path=str(path))
-    channel, stub = replay_stub(first.address)
-    push(stub, make_batch(1, 0, 8, actor_id=3))
-    channel.close()
-    state = first.write_checkpoint()
+    first, state = checkpoint_of(replay_server_factory, tmp_path, actor_id=3)
     state.actors["actors"][str(2**32)] = state.actors["actors"]["3"]
-    checkpoint.save(path, state)
+    checkpoint.save(tmp_path / "replay.npz", state)
     with pytest.raises(checkpoint.CheckpointError, match="actors: malformed"):
         ReplayServer(first.config, (4,), 2)
