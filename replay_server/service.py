@@ -44,6 +44,7 @@ from replay_server.validation import (
 )
 
 MAX_SAMPLE_TRANSITIONS = 1 << 20
+INSERTED, SAMPLED = "inserted", "sampled"  # what a waiting call waits for
 MAX_PRIORITIZED_SAMPLE = 1 << 16  # rows per Sample on a prioritized server
 EPISODES_KEPT = 10_000
 # Bytes a SampleResponse spends besides its rows (field tags, shapes, counters): a
@@ -82,7 +83,10 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         self.max_waiting_samplers = max_waiting_samplers
         self.waiting_pushers = 0
         self.waiting_samplers = 0
-        self._changed: asyncio.Event | None = None  # made on the loop (see _notify)
+        # What waiting calls wait for, each event made on the loop and replaced when set
+        # (see _notify): an insert can only let a Sample through (more data), a sample
+        # can only let a push through (the band moves), so each wakes only its waiters.
+        self._events: dict[str, asyncio.Event] = {}
         self.inserted = 0
         self.sampled = 0
         self.rejected = 0
@@ -106,23 +110,25 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
         """Wake every waiting call so the server can shut down (on the loop: an
         ``AioServer.on_stop`` hook)."""
         self.stopping = True
-        self._notify()
+        self._notify(INSERTED, SAMPLED)
 
-    def _notify(self) -> None:
-        """Wake every waiting call to look again (on the loop)."""
-        changed, self._changed = self._changed, None
-        if changed is not None:
-            changed.set()
+    def _notify(self, *what: str) -> None:
+        """Wake the calls waiting for ``what`` (INSERTED, SAMPLED) to look again."""
+        for name in what:
+            event = self._events.pop(name, None)
+            if event is not None:
+                event.set()
 
-    async def _wait(self, ready, deadline: float | None = None) -> bool:
-        """Wait until ``ready()``; False on stop or when ``deadline`` (monotonic) passes.
-        The caller acts on a True at once, before it awaits anything else."""
+    async def _wait(self, ready, on: str, deadline: float | None = None) -> bool:
+        """Wait until ``ready()``, looking again each time ``on`` happens; False on stop
+        or when ``deadline`` (monotonic) passes. The caller acts on a True at once,
+        before it awaits anything else."""
         while not ready():
             if self.stopping:
                 return False
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            changed = self._changed
+            changed = self._events.get(on)
+            if changed is None:
+                changed = self._events[on] = asyncio.Event()
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 return False
@@ -270,7 +276,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 kept = pb.Episode()
                 kept.CopyFrom(ep)  # a sub-message would keep its whole request alive
                 self.episodes.append((self.episodes_total, kept))
-        self._notify()
+        self._notify(INSERTED)
 
     async def _wait_to_insert(self, batch: pb.TransitionBatch, n: int, context) -> None:
         """Backpressure: hold the push until the band admits it (or it turns out to be
@@ -284,7 +290,11 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             )
         self.waiting_pushers += 1
         try:
-            ok = await self._wait(lambda: self.book.is_duplicate(batch) or self._can_insert(n))
+            # A sample moves the band; a re-send waiting here beside its original is
+            # dropped as a duplicate at the same wake-up.
+            ok = await self._wait(
+                lambda: self.book.is_duplicate(batch) or self._can_insert(n), SAMPLED
+            )
         finally:
             self.waiting_pushers -= 1
         if not ok:
@@ -314,6 +324,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             try:
                 ok = await self._wait(
                     lambda: self.limiter.can_sample(self.storage.size, total),
+                    INSERTED,
                     time.monotonic() + timeout,
                 )
             finally:
@@ -373,7 +384,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 drawn = (self.storage.gather(idx), (idx, keys, prob, min_prob))
             self.limiter.record_sample(total)
             self.sampled += total
-        self._notify()
+        self._notify(SAMPLED)
         return drawn
 
     def _encode(self, b: int, k: int, columns: dict, prioritized: tuple | None) -> bytes:
