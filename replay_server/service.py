@@ -55,6 +55,7 @@ SNAPSHOT_PASSES = 3  # catch-up passes over slots written during a checkpoint's 
 ENCODE_OFF_LOOP_BYTES = 1 << 20  # Sample answers larger than this are encoded off the loop
 PUSH_IDLE_S = 30.0  # a Push stream is closed after this long without a message
 MAX_SAMPLE_WAIT_S = 60.0  # a Sample waits at most this long, whatever timeout_ms says
+MAX_PUSH_WAIT_S = 60.0  # a push held back by the band waits at most this long
 RATE_LIMITED_RETRY_MS = 200  # the hint given to a pusher refused while others wait
 
 
@@ -293,12 +294,20 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             # A sample moves the band; a re-send waiting here beside its original is
             # dropped as a duplicate at the same wake-up.
             ok = await self._wait(
-                lambda: self.book.is_duplicate(batch) or self._can_insert(n), SAMPLED
-            )
+                lambda: self.book.is_duplicate(batch) or self._can_insert(n),
+                SAMPLED,
+                time.monotonic() + MAX_PUSH_WAIT_S,  # a client with no deadline holds
+            )  # a waiting place for this long at most
         finally:
             self.waiting_pushers -= 1
-        if not ok:
+        if not ok and self.stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "replay server is shutting down")
+        if not ok:
+            await _busy(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                f"replay is rate limited: held back {MAX_PUSH_WAIT_S:g} s without room",
+            )
 
     # -- Sample -------------------------------------------------------------------
     async def Sample(self, request, context):

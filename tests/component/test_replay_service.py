@@ -463,3 +463,23 @@ def test_pushers_past_the_waiting_bound_get_a_retry_hint_and_writers_retry(
         for w in writers:
             w.close()
         channel.close()
+
+
+def test_a_push_held_back_too_long_is_refused_with_a_retry_hint(replay_server_factory, monkeypatch):
+    """The server bounds how long a push may wait in the band, whatever the client's
+    own deadline (a client without one cannot hold a waiting place for ever)."""
+    from dqn.retry import retry_after
+    from replay_server import service
+
+    monkeypatch.setattr(service, "MAX_PUSH_WAIT_S", 0.5)
+    server = spi_server(replay_server_factory)
+    channel, stub = replay_stub(server.address)
+    with channel:
+        push(stub, make_batch(1, 0, 8), make_batch(2, 8, 8), make_batch(3, 16, 8))  # band full
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Push(iter([pb.PushRequest(batch=make_batch(4, 24, 8))]))  # no deadline
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "held back 0.5 s without room" in err.value.details()
+        assert retry_after(err.value) == pytest.approx(0.2)
+        assert server.servicer.waiting_pushers == 0
+        assert info(stub).inserted == 24
