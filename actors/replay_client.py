@@ -2,7 +2,7 @@
 
 ``write()`` returns at once unless the queue is full, which is how replay-server
 backpressure (rate limiter) reaches the acting loop. Failed pushes are retried with
-backoff; the server drops any batch it already has, keyed by (actor, sequence).
+backoff; the server drops any batch it already has, keyed by (actor, incarnation, sequence).
 
 The sender polls the queue every ``linger_s`` and sends what it finds (up to
 ``max_per_call`` batches per Push) rather than waiting in ``get()``: a waiting sender
