@@ -78,6 +78,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group = groups.get(section) or parser.add_argument_group(f"[{section}] settings")
         groups[section] = group
         default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:
+            default = json.dumps(f.default_factory())
         if isinstance(default, tuple):
             default = ",".join(map(str, default))
         group.add_argument(

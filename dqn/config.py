@@ -29,6 +29,10 @@ class ConfigError(ValueError):
 
 def opt(default: Any, help: str, **checks: Any) -> Any:
     """A config field: default, one-line help, and checks (gt, ge, le, lt, choices)."""
+    if isinstance(default, dict):  # a mutable default: each Config gets its own copy
+        return dataclasses.field(
+            default_factory=lambda: dict(default), metadata={"help": help, **checks}
+        )
     return dataclasses.field(default=default, metadata={"help": help, **checks})
 
 
@@ -85,6 +89,8 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         origin = typing.get_origin(hint)
         args = typing.get_args(hint)
     try:
+        if hint is dict or origin is dict:
+            return _json_object(name, value)
         if origin is tuple:
             if isinstance(value, str):
                 value = [v for v in value.replace(" ", "").split(",") if v]
@@ -122,15 +128,62 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     return value
 
 
+def _json_object(name: str, value: Any) -> dict:
+    """A dict field: a mapping (TOML table, JSON object) or a JSON object as text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise ConfigError(f"{name}: not valid JSON ({exc}): {value!r}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a JSON object, got {value!r}")
+    return dict(value)
+
+
 @dataclass(frozen=True)
 class EnvConfig(_Section):
+    """What env the actors and the evaluator build, and the spec the learner and the
+    replay server use instead of building one (``dqn train`` resolves it; see
+    ``docs/envs.md``)."""
+
     _section: typing.ClassVar[str] = "env"
-    id: str = opt("CartPole-v1", "gymnasium env id (discrete actions); Probe1-v0..Probe5-v0 too")
+    id: str = opt(
+        "CartPole-v1",
+        "a registered gymnasium id, 'module:EnvId' (imports module first) or "
+        "'module:factory' (a class or function returning a gymnasium Env); "
+        "Probe1-v0..Probe5-v0 too",
+    )
+    kwargs: dict = opt({}, "JSON object of keyword arguments for the factory or gym.make")
+    wrappers: tuple[str, ...] = opt(
+        (), "import paths 'module:Wrapper' applied in order, each called as Wrapper(env)"
+    )
     solve_threshold: float | None = opt(
         None,
         "greedy mean return that counts as solved (default: the env's reward_threshold)",
         optional=True,
     )
+    obs_shape: tuple[int, ...] | None = opt(
+        None,
+        "spec: observation shape, e.g. 4 or 4,84,84 (dqn train fills it in; set it for a "
+        "cluster learner or replay server that has no env)",
+        optional=True,
+    )
+    obs_dtype: str | None = opt(
+        None,
+        "spec: dtype observations travel in: float32 or uint8 (images)",
+        optional=True,
+        choices=("float32", "uint8"),
+    )
+    n_actions: int | None = opt(None, "spec: number of discrete actions", optional=True, ge=1)
+
+    def check(self) -> None:
+        if self.obs_shape is not None and any(d < 1 for d in self.obs_shape):
+            raise ConfigError(f"env.obs_shape: sizes must be >= 1, got {list(self.obs_shape)}")
+
+    @property
+    def has_spec(self) -> bool:
+        """Whether the spec fields are set (the learner and replay server need them)."""
+        return self.obs_shape is not None and self.n_actions is not None
 
 
 @dataclass(frozen=True)
@@ -287,8 +340,24 @@ class LearnerConfig(_Section):
 @dataclass(frozen=True)
 class EvalConfig(_Section):
     _section: typing.ClassVar[str] = "eval"
-    episodes: int = opt(20, "greedy evaluation episodes per evaluation", ge=1)
-    every_updates: int = opt(250, "learner updates between evaluations", ge=1)
+    episodes: int = opt(20, "greedy evaluation episodes per evaluation (played at once)", ge=1)
+    schedule: str = opt(
+        "versions",
+        "when the evaluator actor evaluates the newest weights: every 'versions' "
+        "(every_versions), every 'seconds' (every_seconds) or 'continuous'ly; at most one "
+        "evaluation is in flight",
+        choices=("versions", "seconds", "continuous"),
+    )
+    every_versions: int = opt(
+        25, "versions: weight versions between evaluations (one per learner.publish_every)", ge=1
+    )
+    every_seconds: float = opt(5.0, "seconds: seconds between the starts of evaluations", gt=0)
+    final_wait_seconds: float = opt(
+        30.0,
+        "at the end of an unsolved run, how long the learner waits for the evaluation of "
+        "its final weights (0 = not at all)",
+        ge=0,
+    )
 
 
 @dataclass(frozen=True)
