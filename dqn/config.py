@@ -88,9 +88,9 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         hint = next(a for a in args if a is not type(None))
         origin = typing.get_origin(hint)
         args = typing.get_args(hint)
+    if hint is dict or origin is dict:
+        return _json_object(name, value)
     try:
-        if hint is dict or origin is dict:
-            return _json_object(name, value)
         if origin is tuple:
             if isinstance(value, str):
                 value = [v for v in value.replace(" ", "").split(",") if v]
