@@ -223,16 +223,18 @@ class InfoResponse(_message.Message):
     def __init__(self, capacity: _Optional[int] = ..., size: _Optional[int] = ..., inserted: _Optional[int] = ..., sampled: _Optional[int] = ..., rejected_batches: _Optional[int] = ..., duplicate_batches: _Optional[int] = ..., env_steps: _Optional[int] = ..., actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ..., policy_lag: _Optional[float] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., episodes_cursor: _Optional[int] = ..., episodes_total: _Optional[int] = ..., samples_per_insert: _Optional[float] = ..., obs_bytes: _Optional[int] = ..., num_actions: _Optional[int] = ..., obs_shape: _Optional[_Iterable[int]] = ..., priority_updates: _Optional[int] = ..., stale_priority_updates: _Optional[int] = ..., actors_expired: _Optional[int] = ..., incarnations_expired: _Optional[int] = ..., learner_version: _Optional[int] = ...) -> None: ...
 
 class Weights(_message.Message):
-    __slots__ = ("version", "params", "updates", "env_steps")
+    __slots__ = ("version", "params", "updates", "env_steps", "evaluate")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
     ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATE_FIELD_NUMBER: _ClassVar[int]
     version: int
     params: _containers.RepeatedCompositeFieldContainer[NamedTensor]
     updates: int
     env_steps: int
-    def __init__(self, version: _Optional[int] = ..., params: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., updates: _Optional[int] = ..., env_steps: _Optional[int] = ...) -> None: ...
+    evaluate: bool
+    def __init__(self, version: _Optional[int] = ..., params: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., updates: _Optional[int] = ..., env_steps: _Optional[int] = ..., evaluate: _Optional[bool] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "tensor")
@@ -251,3 +253,31 @@ class WatchWeightsRequest(_message.Message):
 class GetWeightsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("version", "updates", "env_steps", "returns", "mean", "std", "wall_seconds", "evaluator")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
+    RETURNS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    updates: int
+    env_steps: int
+    returns: _containers.RepeatedScalarFieldContainer[float]
+    mean: float
+    std: float
+    wall_seconds: float
+    evaluator: str
+    def __init__(self, version: _Optional[int] = ..., updates: _Optional[int] = ..., env_steps: _Optional[int] = ..., returns: _Optional[_Iterable[float]] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., evaluator: _Optional[str] = ...) -> None: ...
+
+class EvaluationAck(_message.Message):
+    __slots__ = ("solved", "done")
+    SOLVED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    solved: bool
+    done: bool
+    def __init__(self, solved: _Optional[bool] = ..., done: _Optional[bool] = ...) -> None: ...

@@ -370,3 +370,81 @@ class WeightService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class EvaluationServiceStub:
+    """Hosted by the learner beside WeightService: evaluators report what they measured,
+    and the learner decides stop-when-solved from these reports (it steps no env).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Report = channel.unary_unary(
+                '/dqn.v1.EvaluationService/Report',
+                request_serializer=dqn_dot_v1_dot_replay__pb2.Evaluation.SerializeToString,
+                response_deserializer=dqn_dot_v1_dot_replay__pb2.EvaluationAck.FromString,
+                _registered_method=True)
+
+
+class EvaluationServiceServicer:
+    """Hosted by the learner beside WeightService: evaluators report what they measured,
+    and the learner decides stop-when-solved from these reports (it steps no env).
+    """
+
+    def Report(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EvaluationServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=dqn_dot_v1_dot_replay__pb2.Evaluation.FromString,
+                    response_serializer=dqn_dot_v1_dot_replay__pb2.EvaluationAck.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dqn.v1.EvaluationService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dqn.v1.EvaluationService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EvaluationService:
+    """Hosted by the learner beside WeightService: evaluators report what they measured,
+    and the learner decides stop-when-solved from these reports (it steps no env).
+    """
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dqn.v1.EvaluationService/Report',
+            dqn_dot_v1_dot_replay__pb2.Evaluation.SerializeToString,
+            dqn_dot_v1_dot_replay__pb2.EvaluationAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
