@@ -70,6 +70,33 @@ class _RayActor:
         return not self._thread.is_alive()
 
 
+class _RayEvaluator:
+    """Body of the evaluator Ray actor (:mod:`actors.evaluator`), in a thread."""
+
+    def __init__(self, config: Config, learner_address: str, security: Security | None = None):
+        from actors.evaluator import run_evaluator
+
+        self._stop = threading.Event()
+
+        def body() -> None:
+            try:
+                run_evaluator(config, learner_address, self._stop, security)
+            except BaseException:
+                log.exception("evaluator failed; exiting so Ray restarts it")
+                os._exit(1)
+
+        self._thread = threading.Thread(target=body, name="evaluator", daemon=True)
+        self._thread.start()
+
+    def ping(self) -> dict:
+        return {"pid": os.getpid(), "alive": self._thread.is_alive()}
+
+    def stop(self) -> bool:
+        self._stop.set()
+        self._thread.join(10.0)
+        return not self._thread.is_alive()
+
+
 class RayFleet:
     """N Ray actors with restarts; ``resize(n)`` grows or shrinks the running fleet."""
 
@@ -92,10 +119,16 @@ class RayFleet:
             scheduling_strategy="SPREAD" if a.placement == "spread" else "DEFAULT",
         )(_RayActor)
         self.handles: dict[int, ray.actor.ActorHandle] = {}
+        self.evaluator: ray.actor.ActorHandle | None = None
 
     @property
     def size(self) -> int:
         return len(self.handles)
+
+    @property
+    def evaluator_cpus(self) -> float:
+        """Ray CPUs the evaluator actor holds (it takes an actor's share)."""
+        return self.config.actors.cpus_per_actor if self.evaluator is not None else 0.0
 
     def cluster_cpus(self) -> float:
         """CPUs of the live nodes: what ``autoscale`` divides among actors."""
@@ -139,7 +172,13 @@ class RayFleet:
             ray.kill(handle, no_restart=True)
         log.info("fleet resized to %d actors", n)
 
-    def start(self, n: int | None = None) -> None:
+    def start(self, n: int | None = None, evaluator: bool = False) -> None:
+        """Start ``n`` actors (default ``actors.num_actors``), and the evaluator actor."""
+        if evaluator and self.evaluator is None:
+            a = self.config.actors
+            self.evaluator = ray.remote(
+                num_cpus=a.cpus_per_actor, max_restarts=-1, max_task_retries=0
+            )(_RayEvaluator).remote(self.config, self.weights_address, self.security)
         self.resize(self.config.actors.num_actors if n is None else n)
 
     def ping(self, timeout: float = 30.0) -> list[dict]:
@@ -147,6 +186,11 @@ class RayFleet:
         return ray.get(refs, timeout=timeout)
 
     def stop(self) -> None:
+        evaluator, self.evaluator = self.evaluator, None
+        if evaluator is not None:
+            with contextlib.suppress(Exception):  # dead or restarting: nothing to stop
+                ray.get(evaluator.stop.remote(), timeout=15)
+            ray.kill(evaluator, no_restart=True)
         self.resize(0)
 
 

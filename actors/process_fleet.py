@@ -29,6 +29,8 @@ class ProcessFleet:
         self.security = security
         self._ctx = mp.get_context("spawn")
         self.procs: dict[int, mp.process.BaseProcess] = {}
+        self.evaluator: mp.process.BaseProcess | None = None
+        self._with_evaluator = False
         self.restarts = 0
 
     @property
@@ -76,7 +78,22 @@ class ProcessFleet:
                 p.join(5)
         log.info("fleet resized to %d actor processes", n)
 
-    def start(self, n: int | None = None) -> None:
+    def _spawn_evaluator(self) -> None:
+        from actors.evaluator import run_evaluator
+
+        self.evaluator = self._ctx.Process(
+            target=run_evaluator,
+            args=(self.config, self.weights_address, None, self.security),
+            name="evaluator",
+            daemon=False,
+        )
+        self.evaluator.start()
+
+    def start(self, n: int | None = None, evaluator: bool = False) -> None:
+        """Start ``n`` actors (default ``actors.num_actors``), and the evaluator."""
+        if evaluator and self.evaluator is None:
+            self._with_evaluator = True
+            self._spawn_evaluator()
         self.resize(self.config.actors.num_actors if n is None else n)
 
     def states(self, timeout: float = 0.0) -> list[dict]:
@@ -95,6 +112,18 @@ class ProcessFleet:
             p.join(0)
             self.restarts += 1
             self._spawn(actor_id)
+        if self._with_evaluator and self.evaluator is not None and not self.evaluator.is_alive():
+            log.warning("evaluator exited with %s; restarting it", self.evaluator.exitcode)
+            self.evaluator.join(0)
+            self._spawn_evaluator()
 
     def stop(self) -> None:
+        evaluator, self.evaluator = self.evaluator, None
+        self._with_evaluator = False
+        if evaluator is not None:
+            evaluator.terminate()
+            evaluator.join(10)
+            if evaluator.is_alive():
+                evaluator.kill()
+                evaluator.join(5)
         self.resize(0)

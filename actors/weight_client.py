@@ -29,12 +29,14 @@ class GrpcWeightClient:
         self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.WeightServiceStub(self._channel)
         self._lock = threading.Lock()
-        self._latest: tuple[int, int, dict[str, np.ndarray]] | None = None
+        self._latest: tuple[pb.Weights, dict[str, np.ndarray]] | None = None
         self._closed = threading.Event()
         self._first = threading.Event()
         self._call = None
         self.version = 0  # version loaded into the caller's network
         self.env_steps = 0  # fleet env steps the learner had seen at that version
+        self.updates = 0  # learner updates at that version
+        self.evaluate = False  # the learner asked evaluators to play that version
         self._thread = threading.Thread(target=self._run, name="weight-client", daemon=True)
         self._thread.start()
 
@@ -51,7 +53,7 @@ class GrpcWeightClient:
                 for msg in self._call:
                     state = decode_weights(msg)
                     with self._lock:
-                        self._latest = (msg.version, msg.env_steps, state)
+                        self._latest = (msg, state)
                     self._first.set()
                     seen = msg.version
                     backoff.reset()
@@ -74,9 +76,11 @@ class GrpcWeightClient:
         module (the arrays become tensors first)."""
         with self._lock:
             latest, self._latest = self._latest, None
-        if latest is None or latest[0] <= self.version:
+        if latest is None or latest[0].version <= self.version:
             return False
-        self.version, self.env_steps, state = latest
+        msg, state = latest
+        self.version, self.env_steps, self.updates = msg.version, msg.env_steps, msg.updates
+        self.evaluate = msg.evaluate
         load_numpy_state(net, state)
         return True
 

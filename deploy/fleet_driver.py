@@ -65,7 +65,9 @@ class FleetController:
     def _reconcile_locked(self) -> None:
         cpus = self.fleet.cluster_cpus()
         if self.auto:
-            target = min(int(cpus // self.cpus_per_actor + 1e-9), MAX_ACTORS)
+            # the evaluator actor holds its share of the CPUs too
+            free = max(cpus - getattr(self.fleet, "evaluator_cpus", 0.0), 0.0)
+            target = min(int(free // self.cpus_per_actor + 1e-9), MAX_ACTORS)
             if target != self.target:
                 log.info("autoscale: %g CPUs -> %d actors (was %d)", cpus, target, self.target)
             self.target = target
@@ -158,6 +160,7 @@ def run_fleet(
         signal.signal(sig, lambda *_: stop.set())
     runner = config.actors.runner
     fleet = make_fleet(config, replay_address, weights_address, ray_address, security)
+    fleet.start(0, evaluator=True)  # the actors come with the first reconcile
     controller = FleetController(fleet, config, runner)
     server = serve_control(controller, config, security)
     port = server.port

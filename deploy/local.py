@@ -5,7 +5,13 @@ Topology, wired here and nowhere else:
 1. the replay server, a process on a free loopback port;
 2. the learner, a process hosting the weight service on a free loopback port;
 3. a private local Ray (``address="local"``) running the actor fleet, whose actors
-   talk gRPC to both servers.
+   talk gRPC to both servers, and the evaluator actor, which watches the learner's
+   weights and reports greedy evaluations to it (plain processes with
+   ``--actors.runner process``).
+
+The env is built here first, once, to check the settings and resolve its spec (shape,
+dtype, actions, threshold) into the config every child reads; only the actors and the
+evaluator build envs after that.
 
 The launcher waits for the learner to finish (solved, or a budget spent), then
 stops the fleet, Ray and the replay server, on Ctrl-C or SIGTERM too, and leaves no
@@ -139,8 +145,24 @@ def _print_watch_hints(
     )
 
 
+def _with_cwd_on_path() -> None:
+    """Children (servers, plain actors, Ray's workers) find the user's env module in the
+    working directory as this process does, without PYTHONPATH being set."""
+    cwd = os.getcwd()
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if cwd not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([*parts, cwd])
+
+
 def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
     start_time = psutil.Process().create_time()
+    _with_cwd_on_path()
+    from dqn.envs import with_spec
+
+    # The env is built here once, before any child starts: a module that does not
+    # import, an unknown id, a non-Discrete action space... end the command (exit 2)
+    # with one line, and the learner and the replay server get its spec, not the env.
+    config = with_spec(config)
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in run_dir.glob(".*.ready"):
@@ -198,7 +220,7 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
             signal.signal(signal.SIGTERM, on_signal)
         learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
         fleet = Fleet(config, replay_address, learner_info["address"], security)
-        fleet.start()
+        fleet.start(evaluator=True)
         kind = "actor processes" if config.actors.runner == "process" else "Ray actors"
         print(
             f"[{time.time() - start_time:6.1f}s] training {config.env.id}: replay "

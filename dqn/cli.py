@@ -188,6 +188,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
 
     p = sub.add_parser(
+        "evaluator",
+        formatter_class=_HelpFormatter,
+        help="run the evaluator actor: greedy evaluations of the learner's newest weights",
+        description="Watch the learner's weights and play --eval.episodes greedy episodes "
+        "of a version when --eval.schedule says so (every --eval.every-versions versions, "
+        "every --eval.every-seconds seconds, or continuously); report each evaluation to "
+        "the learner, which decides stop-when-solved from them. `dqn train` and `dqn "
+        "actors` start one themselves; this runs it as a service of its own.",
+    )
+    _address_flag(p, "--weights-address", "DQN_WEIGHTS_ADDRESS", "host:port of the learner")
+    _add_config_flags(p)
+
+    p = sub.add_parser(
+        "env-spec",
+        formatter_class=_HelpFormatter,
+        help="build the env once and print its spec (for a cluster's learner and replay)",
+        description="Print the env's spec (observation shape and dtype, actions, reward "
+        "threshold) as the settings a learner or replay server without the env needs: "
+        "environment variables (default), flags (--format flags) or TOML (--format toml).",
+    )
+    p.add_argument("--format", default="env", choices=("env", "flags", "toml", "json"))
+    _add_config_flags(p)
+
+    p = sub.add_parser(
         "health",
         formatter_class=_HelpFormatter,
         help="probe a gRPC service's health (exit 0 when SERVING); for container healthchecks",
@@ -216,6 +240,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--video-fps", type=float, default=30.0, help="frames per second of the video")
     return parser
+
+
+def _with_spec(config: config_mod.Config, command: str) -> config_mod.Config:
+    """The env spec a learner or replay server needs: the config's, or (when it has none)
+    resolved by building the env once, which needs gymnasium and the env's code here."""
+    if config.env.has_spec:
+        return config
+    logging.getLogger("dqn").info(
+        "%s: no env spec in the config; building %s once to read it (set env.obs_shape, "
+        "env.obs_dtype and env.n_actions to skip this; `dqn env-spec` prints them)",
+        command,
+        config.env.id,
+    )
+    try:
+        from dqn.envs import with_spec
+    except ImportError as exc:
+        config.env.require_spec()  # says which setting is missing
+        raise config_mod.ConfigError(f"env.id: cannot build the env here ({exc})") from None
+    return with_spec(config)
+
+
+def _env_spec(config: config_mod.Config, fmt: str) -> int:
+    from dqn.envs import with_spec
+
+    env = with_spec(config).env
+    fields = {
+        "obs_shape": ",".join(map(str, env.obs_shape)),
+        "obs_dtype": env.obs_dtype,
+        "n_actions": env.n_actions,
+        "solve_threshold": env.solve_threshold,
+    }
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if fmt == "json":
+        print(json.dumps({"env": {**fields, "obs_shape": list(env.obs_shape)}}))
+    elif fmt == "toml":
+        print("[env]")
+        for k, v in fields.items():
+            print(f"{k} = {json.dumps(list(env.obs_shape) if k == 'obs_shape' else v)}")
+    else:
+        for k, v in fields.items():
+            print(
+                f"--env.{k.replace('_', '-')} {v}"
+                if fmt == "flags"
+                else f"DQN_ENV__{k.upper()}={v}"
+            )
+    return 0
 
 
 def _fleet_control(argv: list[str]) -> int:
@@ -347,6 +417,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "health":
             return _health(args)
         config = load_config(args)
+        if args.command == "env-spec":
+            return _env_spec(config, args.format)
+        if args.command == "evaluator":
+            from actors.evaluator import run_evaluator
+
+            run_evaluator(config, args.weights_address, None, security_mod.load(config.security))
+            return 0
+        if args.command in ("replay-server", "learner"):
+            config = _with_spec(config, args.command)
         if args.command == "train":
             from deploy.local import train
 

@@ -185,6 +185,16 @@ class EnvConfig(_Section):
         """Whether the spec fields are set (the learner and replay server need them)."""
         return self.obs_shape is not None and self.n_actions is not None
 
+    def require_spec(self) -> None:
+        """The learner and the replay server take the env's spec from here."""
+        if not self.has_spec:
+            missing = "env.obs_shape" if self.obs_shape is None else "env.n_actions"
+            raise ConfigError(
+                f"{missing}: not set; the learner and the replay server build no env, so "
+                "the spec comes from the config (dqn train fills it in; for a cluster set "
+                "env.obs_shape, env.obs_dtype and env.n_actions, printed by `dqn env-spec`)"
+            )
+
 
 @dataclass(frozen=True)
 class NetworkConfig(_Section):

@@ -64,9 +64,6 @@ class Metrics:
             maxlen=EPISODES_KEPT
         )
         self.episodes_total = 0
-        # (env_steps, mean, std) of evaluations, thinned to at most EVALS_KEPT entries
-        self.evals: list[tuple[int, float, float]] = []
-        self.evaluations_total = 0
 
         self._plotter: _CurvePlotter | None = None
 
@@ -102,32 +99,45 @@ class Metrics:
         )
         self.scalars(env_steps, {"episode/return": mean_return, "episode/length": mean_length})
 
-    def evaluation(self, env_steps: int, returns: np.ndarray, updates: int) -> None:
-        mean, std = float(returns.mean()), float(returns.std())
-        self.evals.append((env_steps, mean, std))
-        self.evaluations_total += 1
-        thin_history(self.evals, self.evaluations_total)
-        self.log("eval", env_steps, mean=mean, std=std, updates=updates)
-        self.scalars(env_steps, {"eval/return_mean": mean, "eval/return_std": std})
+    def evaluation(self, record) -> None:
+        """An ``eval`` record and its scalars (``record``: a learner.records.EvalRecord)."""
+        r = record
+        self.log(
+            "eval",
+            r.env_steps,
+            mean=r.mean,
+            std=r.std,
+            updates=r.updates,
+            version=r.version,
+            episodes=r.episodes,
+            seconds=r.seconds,
+            wall_seconds=r.wall_seconds,
+        )
+        self.scalars(r.env_steps, {"eval/return_mean": r.mean, "eval/return_std": r.std})
 
     def recent_return(self, n: int = 20) -> float | None:
         if not self.episodes:
             return None
         return float(np.mean([r for _, r in itertools.islice(reversed(self.episodes), n)]))
 
-    def plot(self, path: Path, title: str, threshold: float | None = None) -> None:
-        """Draw the curve now (waits for a refresh in progress, then stops refreshing)."""
+    def plot(
+        self, path: Path, title: str, threshold: float | None = None, evals: list = ()
+    ) -> None:
+        """Draw the curve now (waits for a refresh in progress, then stops refreshing);
+        ``evals``: the learner's evaluation records."""
         if self._plotter is not None:
             self._plotter.close()
             self._plotter = None
-        plot_curve(path, list(self.episodes), list(self.evals), title, threshold)
+        plot_curve(path, list(self.episodes), _eval_points(evals), title, threshold)
 
-    def refresh_plot(self, path: Path, title: str, threshold: float | None = None) -> None:
+    def refresh_plot(
+        self, path: Path, title: str, threshold: float | None = None, evals: list = ()
+    ) -> None:
         """Redraw the curve in the background from a copy of the data taken now; a
         request made while a drawing is still in progress replaces any pending one."""
         if self._plotter is None:
             self._plotter = _CurvePlotter()
-        self._plotter.request(path, list(self.episodes), list(self.evals), title, threshold)
+        self._plotter.request(path, list(self.episodes), _eval_points(evals), title, threshold)
 
     def close(self) -> None:
         if self._plotter is not None:
@@ -135,6 +145,10 @@ class Metrics:
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _eval_points(evals: list) -> list[tuple[int, float, float]]:
+    return [(e.env_steps, e.mean, e.std) for e in evals]
 
 
 def _stride(last: int, kept: int) -> int:

@@ -25,6 +25,7 @@ import grpc
 from dqn import rpc
 from dqn import weights as weights_codec
 from dqn.security import Security
+from dqn.telemetry import Series
 from dqn.v1 import replay_pb2 as pb
 
 SERVICE_NAME = "dqn.v1.WeightService"
@@ -32,6 +33,8 @@ STREAM_SECONDS = 50.0  # a WatchWeights stream ends (OK) after this; clients ren
 STALL_SECONDS = 30.0  # a write the subscriber has not taken in this long ends its stream
 WRITE_GRACE_S = 5.0  # a write past the lifetime gets this long (clients wait 60 s)
 WAKE_GROUPS = 16  # a publish wakes the streams in this many groups, one at a time
+KEPT_VERSIONS = 64  # recent versions kept for the policy export of a solving evaluation
+KEPT_BYTES = 256 * 1024 * 1024  # ... and at most this many bytes of them
 
 
 class Version(NamedTuple):
@@ -65,6 +68,7 @@ class WeightPublisher:
         self._schedule = schedule
         self._lock = threading.Lock()  # version numbering across publishing threads
         self._latest: Version | None = None
+        self._kept: dict[int, bytes] = {}  # version -> bytes, oldest first (see _keep)
         # Subscribers wait on one of WAKE_GROUPS events (round-robin); a publish wakes
         # the groups one after another, yielding to the loop between them, so health
         # checks and GetWeights wait for one group's writes, not for every stream's.
@@ -88,15 +92,35 @@ class WeightPublisher:
         latest = self._latest
         return latest.number if latest is not None else 0
 
-    def publish(self, state_dict: dict, updates: int = 0, env_steps: int = 0) -> int:
-        """Serialize ``state_dict`` once as the next version and wake the streams."""
+    def publish(
+        self, state_dict: dict, updates: int = 0, env_steps: int = 0, evaluate: bool = False
+    ) -> int:
+        """Serialize ``state_dict`` once as the next version and wake the streams
+        (``evaluate``: ask evaluators to play this version whatever their schedule)."""
         with self._lock:
             version = self.version + 1
             msg = weights_codec.to_proto(state_dict, version, updates, env_steps)
+            msg.evaluate = evaluate
             self._latest = Version(version, msg.SerializeToString())
+            self._keep(self._latest)
         if self._schedule is not None:
             self._schedule(self._wake)
         return version
+
+    def _keep(self, version: Version) -> None:
+        """Keep the newest versions' bytes (at most KEPT_VERSIONS, KEPT_BYTES): an
+        evaluation reports on a version older than the newest, and the policy the
+        learner exports when one solves is that version, not the newest."""
+        self._kept[version.number] = version.data
+        total = sum(map(len, self._kept.values()))
+        while len(self._kept) > 1 and (len(self._kept) > KEPT_VERSIONS or total > KEPT_BYTES):
+            total -= len(self._kept.pop(next(iter(self._kept))))
+
+    def kept(self, version: int) -> pb.Weights | None:
+        """Version ``version`` as published, if it is still kept."""
+        with self._lock:
+            data = self._kept.get(version)
+        return pb.Weights.FromString(data) if data is not None else None
 
     def _wake(self) -> None:  # on the loop
         latest = self._latest
@@ -233,3 +257,30 @@ class WeightServer:
     def stop(self, grace: float = 1.0) -> None:
         """Health NOT_SERVING, every stream ended (OK), then the server stops."""
         self._server.stop(grace)
+
+
+def weight_series(w: WeightPublisher) -> list[Series]:
+    """The weight server's figures on the learner's ``/metrics``."""
+    return [
+        Series(
+            "dqn_learner_weight_subscribers", "gauge", "open WatchWeights streams", w.subscribers
+        ),
+        Series(
+            "dqn_learner_weights_bytes", "gauge", "bytes of one published version", w.message_bytes
+        ),
+        Series(
+            "dqn_learner_weights_publish_bytes",
+            "gauge",
+            "bytes the latest version costs to broadcast (subscribers x size)",
+            w.publish_bytes,
+        ),
+        Series(
+            "dqn_learner_weights_sent_bytes_total", "counter", "weight bytes sent", w.bytes_sent
+        ),
+        Series(
+            "dqn_learner_weights_skipped_total",
+            "counter",
+            "versions slow subscribers skipped (latest wins)",
+            w.versions_skipped,
+        ),
+    ]

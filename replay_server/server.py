@@ -1,4 +1,7 @@
-"""Replay server process: ``dqn replay-server`` (or :class:`ReplayServer` in-process)."""
+"""Replay server process: ``dqn replay-server`` (or :class:`ReplayServer` in-process).
+
+It builds no env: the shapes and dtype it stores and checks batches against come from
+the config's env spec (``env.obs_shape``, ``env.obs_dtype``, ``env.n_actions``)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import numpy as np
 
 from dqn import rpc
 from dqn.config import Config
-from dqn.envs import env_obs_dtype, env_spec
 from dqn.security import Security
 from dqn.telemetry import MetricsEndpoint
 from dqn.v1 import replay_pb2 as pb
@@ -73,10 +75,11 @@ class ReplayServer:
         obs_dtype=None,
     ):
         r = config.replay
-        if obs_shape is None or n_actions is None:
-            obs_shape, n_actions, _ = env_spec(config.env.id)
-            obs_dtype = env_obs_dtype(config.env.id) if obs_dtype is None else obs_dtype
-        obs_dtype = np.float32 if obs_dtype is None else obs_dtype
+        if obs_shape is None or n_actions is None:  # the spec the config carries
+            config.env.require_spec()
+            obs_shape, n_actions = config.env.obs_shape, config.env.n_actions
+            obs_dtype = config.env.obs_dtype if obs_dtype is None else obs_dtype
+        obs_dtype = np.dtype(obs_dtype or np.float32)
         self.config = config
         storage = RingStorage(r.capacity, obs_shape, obs_dtype)
         spec = BatchSpec(obs_shape, n_actions, r.max_batch_transitions, obs_dtype)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.component
 
 def _run(replay_server_factory, run_dir, started=None, **run_fields):
     from dqn.config import build
-    from learner.main import LearnerProcess
+    from learner.learner import Learner
 
     replay = replay_server_factory(obs_shape=(1,), n_actions=2)
     channel, stub = replay_stub(replay.address)
@@ -25,14 +25,14 @@ def _run(replay_server_factory, run_dir, started=None, **run_fields):
         push(stub, make_batch(1, cols=cols, policy_version=1, actor_env_steps=64))
     config = build(
         {
-            "env": {"id": "Probe4-v0"},
+            "env": {"id": "Probe4-v0", "obs_shape": (1,), "n_actions": 2},
             "network": {"hidden": (8,)},
             "learner": {"batch_size": 8, "batches_per_call": 2, "metrics_port": -1},
-            "eval": {"every_updates": 1_000_000, "episodes": 2},
+            "eval": {"final_wait_seconds": 0},  # no evaluator here
             "run": {"dir": str(run_dir), "stop_when_solved": False, **run_fields},
         }
     )
-    learner = LearnerProcess(config, replay.address)
+    learner = Learner(config, replay.address)
     if started is not None:
         started(learner)
     try:
@@ -87,21 +87,21 @@ def test_metrics_hold_a_progress_lines_figures_once_it_is_printed(
 ):
     """Whoever reads a progress line (a person, a test) and then scrapes /metrics sees
     that line's figures, never the previous report's (or NaN before the first)."""
-    import learner.main as learner_main
+    import learner.reporter as reporter
 
     holder = {}
     checked = []
 
     def spy(line, **kwargs):
         if "| updates" in line:
-            series = {s.name: s.value for s in holder["learner"]._series()}
+            series = {s.name: s.value for s in holder["learner"].reporter.series()}
             per_s = re.search(r"updates +[\d,]+ \( *(\d+)/s\)", line)[1]
             loss = re.search(r"\| loss (\S+)", line)[1]
             assert f"{series['dqn_learner_updates_per_second']:.0f}" == per_s, line
             assert f"{series['dqn_learner_loss']:.4f}" == loss, line
             checked.append(line)
 
-    monkeypatch.setattr(learner_main, "print", spy, raising=False)
+    monkeypatch.setattr(reporter, "print", spy, raising=False)
     summary, progress = _run(
         replay_server_factory,
         tmp_path / "run",

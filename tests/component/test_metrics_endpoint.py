@@ -87,10 +87,14 @@ def test_metrics_stop_with_the_server(replay_server_factory):
 
 
 def test_learner_metrics_during_and_after_a_short_run(replay_server_factory, tmp_path):
-    """An in-process learner on Probe4 against a real replay server: /metrics counts its
-    updates, publications and evaluations."""
+    """An in-process learner on Probe4 against a real replay server, with a real
+    evaluator actor in a thread: /metrics counts its updates, publications and the
+    evaluations reported."""
+    import threading
+
+    from actors.evaluator import run_evaluator
     from dqn.config import build
-    from learner.main import LearnerProcess
+    from learner.learner import Learner
     from tests.component._helpers import columns
 
     replay = replay_server_factory(obs_shape=(1,), n_actions=2)
@@ -99,10 +103,10 @@ def test_learner_metrics_during_and_after_a_short_run(replay_server_factory, tmp
         push(stub, make_batch(1, cols=columns(0, 64, obs_shape=(1,)), policy_version=1))
     config = build(
         {
-            "env": {"id": "Probe4-v0"},
+            "env": {"id": "Probe4-v0", "obs_shape": (1,), "n_actions": 2},
             "network": {"hidden": (8,)},
             "learner": {"batch_size": 8, "batches_per_call": 2, "publish_every": 10},
-            "eval": {"every_updates": 20, "episodes": 2},
+            "eval": {"every_versions": 2, "episodes": 2, "final_wait_seconds": 60},
             "run": {
                 "dir": str(tmp_path / "run"),
                 "max_updates": 40,
@@ -111,7 +115,9 @@ def test_learner_metrics_during_and_after_a_short_run(replay_server_factory, tmp
             },
         }
     )
-    learner = LearnerProcess(config, replay.address)
+    learner = Learner(config, replay.address)
+    stop_evaluator = threading.Event()
+    evaluator = None
     try:
         learner.start()
         url = learner.telemetry.url
@@ -126,19 +132,31 @@ def test_learner_metrics_during_and_after_a_short_run(replay_server_factory, tmp
                 pb.WatchWeightsRequest(), timeout=120
             )
             assert next(watch).version == 1
+            evaluator = threading.Thread(
+                target=run_evaluator, args=(config, learner.weights.address, stop_evaluator)
+            )
+            evaluator.start()
             summary = learner.run()
             after = scrape(url)
             watch.cancel()
     finally:
+        stop_evaluator.set()
+        if evaluator is not None:
+            evaluator.join(30)
         learner.close()
     size = after["dqn_learner_weights_bytes"]
-    assert size > 0 and after["dqn_learner_weight_subscribers"] == 1
-    assert after["dqn_learner_weights_publish_bytes"] == size  # 1 subscriber x size
+    # two subscribers: the test's stream and the evaluator's
+    assert size > 0 and after["dqn_learner_weight_subscribers"] == 2
+    assert after["dqn_learner_weights_publish_bytes"] == 2 * size
     assert after["dqn_learner_weights_sent_bytes_total"] >= size
     assert summary["updates"] == 40
     assert after["dqn_learner_updates_total"] == 40
-    assert after["dqn_learner_weights_version"] == 1 + 40 // 10
-    assert after["dqn_learner_evaluations_total"] == 2
+    # versions 1..5, and one more for the final evaluation unless the evaluator had
+    # already played the last one
+    assert after["dqn_learner_weights_version"] in (5, 6)
+    # at least the final weights' evaluation (the learner waits for it)
+    assert after["dqn_learner_evaluations_total"] >= 1
+    assert summary["evaluations"] == after["dqn_learner_evaluations_total"]
     assert after["dqn_learner_eval_return"] in (-1.0, 0.0, 1.0)
     assert after["dqn_learner_env_steps_total"] == 0  # the pushed batch reported none
     assert after["dqn_learner_replay_size"] == 64

@@ -42,17 +42,26 @@ def test_thin_history_leaves_short_histories_alone_and_spreads_other_layouts():
 
 @pytest.mark.unit
 def test_evaluations_kept_are_bounded(tmp_path):
-    metrics = Metrics(tmp_path, tensorboard=False)
+    from learner.records import EvalRecord, Progress
+
+    progress, metrics = Progress(), Metrics(tmp_path, tensorboard=False)
     try:
         for i in range(3 * EVALS_KEPT):
-            metrics.evaluation(i * 100, np.array([float(i), float(i) + 2.0]), i)
+            record = EvalRecord(i + 1, i, i * 100, float(i), float(i) + 1.0, 1.0, 2)
+            progress.add_eval(record)
+            metrics.evaluation(record)
     finally:
         metrics.close()
-    assert len(metrics.evals) <= EVALS_KEPT
-    assert metrics.evals[0] == (0, 1.0, 1.0)
-    assert metrics.evals[-1] == ((3 * EVALS_KEPT - 1) * 100, 3 * EVALS_KEPT - 1 + 1.0, 1.0)
+    assert len(progress.evals) <= EVALS_KEPT
+    assert progress.evaluations == 3 * EVALS_KEPT
+    assert progress.evals[0].env_steps == 0 and progress.evals[0].mean == 1.0
+    assert progress.evals[-1].env_steps == (3 * EVALS_KEPT - 1) * 100
     # metrics.jsonl still has every evaluation
     assert (tmp_path / "metrics.jsonl").read_text().count('"kind": "eval"') == 3 * EVALS_KEPT
+    # a checkpoint round trip keeps the records, old tuples included
+    restored = Progress.restore({**progress.to_state(), "evals": [(5, 6, 7.0, 8.0, 9.0)]})
+    assert restored.evals == [EvalRecord(0, 6, 5, 7.0, 8.0, 9.0, 0)]
+    assert restored.evaluations == 3 * EVALS_KEPT
 
 
 @pytest.mark.unit

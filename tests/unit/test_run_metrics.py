@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from learner.metrics import TB_TAGS, Metrics
+from learner.records import EvalRecord
 
 pytestmark = pytest.mark.unit
 
@@ -32,8 +32,9 @@ def test_refresh_plot_redraws_in_the_background_atomically(tmp_path):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size == (800, 450)
         metrics.episodes_finished(200, [5.0] * 50, [50] * 50)
-        metrics.evaluation(200, np.array([4.0, 6.0]), updates=10)
-        metrics.refresh_plot(path, "curve", threshold=2.5)
+        record = EvalRecord(2, 10, 200, 1.0, 5.0, 1.0, 2)
+        metrics.evaluation(record)
+        metrics.refresh_plot(path, "curve", threshold=2.5, evals=[record])
         _wait(lambda: metrics._plotter.drawn == 2)
         assert path.read_bytes() != first  # redrawn with the new data
         assert not list(tmp_path.glob("*.tmp.png"))  # written via temp file + rename
@@ -57,7 +58,7 @@ def test_final_plot_waits_for_the_refresh_and_stops_it(tmp_path):
 def test_tensorboard_scalars_use_the_documented_tags(tmp_path):
     metrics = Metrics(tmp_path)
     metrics.episodes_finished(64, [1.0, 3.0], [5, 7])
-    metrics.evaluation(128, np.array([2.0, 4.0]), updates=3)
+    metrics.evaluation(EvalRecord(1, 3, 128, 1.0, 3.0, 1.0, 2))
     metrics.scalars(128, {"loss/td": 0.5, "replay/size": 1000})
     with pytest.raises(KeyError, match="made/up"):
         metrics.scalars(128, {"made/up": 1.0})

@@ -1,0 +1,180 @@
+"""The evaluator actor: greedy evaluations of the learner's newest weights, reported to
+the learner, so that no env is ever stepped in the learner's process.
+
+It watches the weight service like any actor, and when its schedule says so
+(:class:`EvalSchedule`: every K versions, every N seconds, or continuously; at most
+one evaluation in flight, since it plays them one after another) it plays
+``eval.episodes`` greedy episodes at once, one per env of a vector env, with the
+version it holds, and reports them with ``EvaluationService.Report``. A version the
+learner publishes with ``evaluate`` set (the final weights of a run) is played
+whatever the schedule. It runs as a Ray actor, a plain process
+(``--actors.runner process``) or its own service (``dqn evaluator``), and is
+restarted like any actor if it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from actors.policy import build_policy
+from dqn import rpc
+from dqn.config import Config, EvalConfig
+from dqn.envs import make_vector_env
+from dqn.retry import Backoff, retry_delay
+from dqn.security import Security
+from dqn.v1 import replay_pb2 as pb
+from dqn.v1 import replay_pb2_grpc as pb_grpc
+
+log = logging.getLogger("actors.evaluator")
+EVAL_SEED_OFFSET = 1_000_003  # evaluation envs draw apart from every actor's
+REPORT_TIMEOUT_S = 10.0
+REPORT_TRIES = 5
+
+
+class EvalSchedule:
+    """Whether the version at hand is due for an evaluation."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.cfg = cfg
+        self.last_version = 0  # 0 = none evaluated yet
+        self.last_start = -float("inf")
+
+    def due(self, version: int, now: float, requested: bool = False) -> bool:
+        if version <= self.last_version:
+            return False
+        if requested or self.last_version == 0:
+            return True
+        if self.cfg.schedule == "versions":
+            return version - self.last_version >= self.cfg.every_versions
+        if self.cfg.schedule == "seconds":
+            return now - self.last_start >= self.cfg.every_seconds
+        return True  # continuous
+
+    def started(self, version: int, now: float) -> None:
+        self.last_version, self.last_start = version, now
+
+
+class GreedyEvaluator:
+    """Plays ``episodes`` greedy episodes at once with a policy from :mod:`actors.policy`."""
+
+    def __init__(self, config: Config):
+        self.episodes = config.eval.episodes
+        self.seed = config.run.seed + EVAL_SEED_OFFSET
+        self.env = make_vector_env(config.env, self.episodes, seed=self.seed)
+        self.calls = 0
+
+    def play(self, policy) -> np.ndarray:
+        """Returns of ``episodes`` greedy episodes, ``[episodes]`` float64."""
+        self.calls += 1
+        obs, _ = self.env.reset(seed=self.seed + 10_007 * self.calls)
+        returns = np.zeros(self.episodes, dtype=np.float64)
+        done = np.zeros(self.episodes, dtype=bool)
+        while not done.all():
+            actions = policy(obs).argmax(axis=1)
+            obs, reward, terminated, truncated, _ = self.env.step(actions)
+            returns += np.where(done, 0.0, reward)
+            done |= terminated | truncated
+        return returns
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class EvaluationReporter:
+    """``EvaluationService.Report`` with retries (a restarting learner, a busy server)."""
+
+    def __init__(self, address: str, max_message_mb: int, security: Security | None):
+        self._channel = rpc.channel(address, max_message_mb, security)
+        self._stub = pb_grpc.EvaluationServiceStub(self._channel)
+
+    def send(self, report: pb.Evaluation, stop: threading.Event) -> pb.EvaluationAck | None:
+        backoff = Backoff(cap=2.0)
+        for attempt in range(REPORT_TRIES):
+            try:
+                return self._stub.Report(report, timeout=REPORT_TIMEOUT_S)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    log.error("evaluation of version %d refused: %s", report.version, exc.details())
+                    return None
+                log.warning(
+                    "reporting evaluation of version %d failed (%s), try %d/%d",
+                    report.version,
+                    exc.code(),
+                    attempt + 1,
+                    REPORT_TRIES,
+                )
+                if stop.wait(retry_delay(exc, backoff)):
+                    return None
+        return None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def evaluate_version(evaluator: GreedyEvaluator, policy, weights, name: str) -> pb.Evaluation:
+    """Play the version ``weights`` last loaded into ``policy``; the report for it."""
+    t0 = time.monotonic()
+    returns = evaluator.play(policy)
+    return pb.Evaluation(
+        version=weights.version,
+        updates=weights.updates,
+        env_steps=weights.env_steps,
+        returns=returns.tolist(),
+        mean=float(returns.mean()),
+        std=float(returns.std()),
+        wall_seconds=time.monotonic() - t0,
+        evaluator=name,
+    )
+
+
+def run_evaluator(
+    config: Config,
+    learner_address: str,
+    stop: threading.Event | None = None,
+    security: Security | None = None,
+) -> int:
+    """Evaluate until ``stop`` is set (or SIGTERM/SIGINT in a plain process); returns
+    the number of evaluations reported."""
+    import signal
+
+    from actors.weight_client import GrpcWeightClient
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    mb = config.replay.max_message_mb
+    weights = GrpcWeightClient(learner_address, max_message_mb=mb, security=security)
+    reporter = EvaluationReporter(learner_address, mb, security)
+    evaluator = GreedyEvaluator(config)
+    env = evaluator.env
+    policy = build_policy(
+        env.single_observation_space.shape,
+        int(env.single_action_space.n),
+        config.network,
+        np.random.default_rng(evaluator.seed),
+    )
+    schedule, name = EvalSchedule(config.eval), f"evaluator pid {os.getpid()}"
+    reported = 0
+    log.info("%s: %d greedy episodes, schedule %s", name, evaluator.episodes, config.eval.schedule)
+    try:
+        while not stop.is_set():
+            weights.update(policy)  # the newest version, if newer than the one held
+            now = time.monotonic()
+            if not schedule.due(weights.version, now, weights.evaluate):
+                stop.wait(0.02)
+                continue
+            schedule.started(weights.version, now)
+            ack = reporter.send(evaluate_version(evaluator, policy, weights, name), stop)
+            reported += ack is not None
+    finally:
+        weights.close()
+        reporter.close()
+        evaluator.close()
+    return reported
