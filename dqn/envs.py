@@ -16,9 +16,19 @@ Probe5-v0  obs 0/1, two actions, r=+1 if a==obs    Q(o,a)=+1 if a==o else -1
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
+import os
+import sys
+import types
+from dataclasses import dataclass
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from dqn.config import Config, ConfigError, EnvConfig
 
 
 class _Probe(gym.Env):
@@ -119,21 +129,150 @@ def register_envs() -> None:
     register_pixels()
 
 
-def make_env(env_id: str, **kwargs) -> gym.Env:
-    register_envs()
-    return gym.make(env_id, **kwargs)
+class EnvError(ConfigError):
+    """An env that cannot be built or used; the one-line message starts with the setting
+    at fault (``env.id: ...``, ``env.kwargs: ...``, ``env.wrappers: ...``). A
+    :class:`~dqn.config.ConfigError` (so a ValueError): entry points that report bad
+    settings in one line report these too."""
 
 
-def make_vector_env(env_id: str, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
-    """A SyncVectorEnv in gymnasium's NEXT_STEP autoreset mode (checked)."""
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the learner and the replay server need to know of an env, instead of it."""
+
+    obs_shape: tuple[int, ...]
+    obs_dtype: str  # 'float32' | 'uint8': :func:`wire_dtype` of the observation space
+    n_actions: int
+    reward_threshold: float | None  # the env's registered reward_threshold, if any
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _import_user_module(name: str, field: str) -> types.ModuleType:
+    """Import ``name``; the working directory is searched too (appended to sys.path),
+    so a module next to where ``dqn`` runs needs no PYTHONPATH."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # anything a module's top level can raise
+        raise EnvError(f"{field}: cannot import module {name!r} ({_one_line(exc)})") from None
+
+
+def _split_path(path: str, field: str) -> tuple[str, str]:
+    module, sep, name = path.partition(":")
+    if not sep or not module or not name:
+        raise EnvError(f"{field}: {path!r} is not an import path 'module:Name'")
+    return module, name
+
+
+def _registered(env_id: str) -> bool:
+    try:
+        gym.spec(env_id)
+    except gym.error.Error:
+        return False
+    return True
+
+
+def _make_base(env: EnvConfig, extra: dict) -> gym.Env:
+    """The env ``env.id`` names, before ``env.wrappers``."""
+    kwargs = {**env.kwargs, **extra}
+    env_id = env.id
     register_envs()
-    env = gym.vector.SyncVectorEnv(
-        [lambda: gym.make(env_id) for _ in range(num_envs)],
+    if ":" in env_id:
+        module_name, name = _split_path(env_id, "env.id")
+        module = _import_user_module(module_name, "env.id")
+        factory = getattr(module, name, None)
+        if callable(factory) and not _registered(name):
+            return _call_factory(env_id, factory, kwargs, env.kwargs)
+        env_id = name  # gymnasium's 'module:EnvId': importing the module registered it
+        try:
+            gym.spec(env_id)
+        except gym.error.Error as exc:
+            raise EnvError(
+                f"env.id: {env.id!r}: module {module_name!r} has no callable {name!r} "
+                f"and {name!r} is not a registered id ({' '.join(str(exc).split())})"
+            ) from None
+    else:
+        try:
+            gym.spec(env_id)
+        except gym.error.Error as exc:  # NameNotFound & co., with gymnasium's "Did you mean"
+            raise EnvError(f"env.id: {env_id!r}: {' '.join(str(exc).split())}") from None
+    try:
+        return gym.make(env_id, **kwargs)
+    except Exception as exc:
+        field = "env.kwargs" if env.kwargs else "env.id"
+        raise EnvError(
+            f"{field}: gym.make({env_id!r}, **{kwargs!r}) raised {_one_line(exc)}"
+        ) from None
+
+
+def _call_factory(path: str, factory, kwargs: dict, user_kwargs: dict) -> gym.Env:
+    try:
+        made = factory(**kwargs)
+    except Exception as exc:
+        field = "env.kwargs" if user_kwargs else "env.id"
+        raise EnvError(f"{field}: {path}(**{kwargs!r}) raised {_one_line(exc)}") from None
+    if not isinstance(made, gym.Env):
+        raise EnvError(
+            f"env.id: {path}(**{kwargs!r}) returned {type(made).__name__}, not a gymnasium Env"
+        )
+    return made
+
+
+def _wrap(base: gym.Env, wrappers: tuple[str, ...]) -> gym.Env:
+    env = base
+    for path in wrappers:
+        module_name, name = _split_path(path, "env.wrappers")
+        module = _import_user_module(module_name, "env.wrappers")
+        wrapper = getattr(module, name, None)
+        if not callable(wrapper):
+            raise EnvError(f"env.wrappers: module {module_name!r} has no callable {name!r}")
+        try:
+            wrapped = wrapper(env)
+        except Exception as exc:
+            raise EnvError(f"env.wrappers: {path}(env) raised {_one_line(exc)}") from None
+        if not isinstance(wrapped, gym.Env):
+            raise EnvError(
+                f"env.wrappers: {path}(env) returned {type(wrapped).__name__}, not a gymnasium Env"
+            )
+        env = wrapped
+    return env
+
+
+def _check_config(env) -> None:
+    if not isinstance(env, EnvConfig):
+        raise TypeError(f"expected an EnvConfig (the whole env section), got {env!r}")
+
+
+def make_env(env: EnvConfig, **extra) -> gym.Env:
+    """One env as ``env`` describes it. ``env.id`` is a registered id (this project's
+    too), gymnasium's ``'module:EnvId'`` (the module is imported, then ``EnvId`` made)
+    or ``'module:factory'``: a class or function of that module returning an Env
+    (``module:X`` is a factory when ``X`` is a callable attribute of the module and not
+    a registered id). ``env.kwargs``, updated with ``extra`` (e.g.
+    ``render_mode='rgb_array'``), go to the factory or to ``gym.make``; then each of
+    ``env.wrappers`` (``'module:Name'``) is applied in order as ``Name(env)``. A user
+    module is also looked for in the working directory. Raises :class:`EnvError`."""
+    _check_config(env)
+    return _wrap(_make_base(env, extra), env.wrappers)
+
+
+def make_vector_env(env: EnvConfig, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
+    """A SyncVectorEnv of ``num_envs`` :func:`make_env` envs in gymnasium's NEXT_STEP
+    autoreset mode (checked)."""
+    _check_config(env)
+    vec = gym.vector.SyncVectorEnv(
+        [lambda: make_env(env) for _ in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     )
     if seed is not None:
-        env.action_space.seed(seed)
-    return env
+        vec.action_space.seed(seed)
+    return vec
 
 
 def wire_dtype(space: spaces.Space) -> np.dtype:
@@ -142,23 +281,66 @@ def wire_dtype(space: spaces.Space) -> np.dtype:
     return np.dtype(np.uint8) if space.dtype == np.uint8 else np.dtype(np.float32)
 
 
-def env_obs_dtype(env_id: str) -> np.dtype:
-    """:func:`wire_dtype` of ``env_id``'s observation space."""
-    env = make_env(env_id)
-    try:
-        return wire_dtype(env.observation_space)
-    finally:
-        env.close()
+def _check_spaces(env: gym.Env, field: str) -> None:
+    act, obs = env.action_space, env.observation_space
+    if not isinstance(act, spaces.Discrete):
+        raise EnvError(f"{field}: action space {act} is not Discrete (DQN needs discrete actions)")
+    if int(act.start) != 0:
+        raise EnvError(f"{field}: action space {act} must start at 0")
+    if not isinstance(obs, spaces.Box):
+        raise EnvError(f"{field}: observation space {obs} is not a Box")
 
 
-def env_spec(env_id: str) -> tuple[tuple[int, ...], int, float | None]:
-    """``(obs_shape, n_actions, reward_threshold)`` of a discrete-action env."""
-    env = make_env(env_id)
+def env_spec(env: EnvConfig) -> EnvSpec:
+    """The spec of the env ``env`` describes, read from one env (then closed). Raises
+    :class:`EnvError` when it cannot be built or its spaces are not Discrete actions
+    and Box observations (naming ``env.wrappers`` when a wrapper made them so)."""
+    _check_config(env)
+    base = _make_base(env, {})
+    made = base
     try:
-        if not isinstance(env.action_space, spaces.Discrete):
-            raise ValueError(f"env {env_id}: action space {env.action_space} is not Discrete")
-        shape = tuple(int(d) for d in env.observation_space.shape)
-        threshold = env.spec.reward_threshold if env.spec else None
-        return shape, int(env.action_space.n), threshold
+        _check_spaces(base, "env.id")
+        made = _wrap(base, env.wrappers)
+        _check_spaces(made, "env.wrappers")
+        spec = getattr(made.unwrapped, "spec", None)  # gym.make's; a factory's has none
+        threshold = spec.reward_threshold if spec is not None else None
+        return EnvSpec(
+            obs_shape=tuple(int(d) for d in made.observation_space.shape),
+            obs_dtype=str(wire_dtype(made.observation_space)),
+            n_actions=int(made.action_space.n),
+            reward_threshold=None if threshold is None else float(threshold),
+        )
     finally:
-        env.close()
+        made.close()
+
+
+def with_spec(config: Config) -> Config:
+    """``config`` with ``env.obs_shape``/``obs_dtype``/``n_actions`` filled from
+    :func:`env_spec`, and ``env.solve_threshold`` from its reward threshold when unset.
+    Spec fields already set must agree with the env (:class:`EnvError` otherwise)."""
+    e = config.env
+    spec = env_spec(e)
+    for name in ("obs_shape", "obs_dtype", "n_actions"):
+        have, got = getattr(e, name), getattr(spec, name)
+        if have is not None and have != got:
+            show = (lambda v: ",".join(map(str, v))) if name == "obs_shape" else str
+            raise EnvError(f"env.{name}: set to {show(have)} but env {e.id!r} has {show(got)}")
+    threshold = e.solve_threshold if e.solve_threshold is not None else spec.reward_threshold
+    env = dataclasses.replace(
+        e,
+        obs_shape=spec.obs_shape,
+        obs_dtype=spec.obs_dtype,
+        n_actions=spec.n_actions,
+        solve_threshold=threshold,
+    )
+    return dataclasses.replace(config, env=env)
+
+
+def describe(env: EnvConfig) -> str:
+    """``env`` in one short line for logs: the id, kwargs and wrappers if any."""
+    parts = [env.id]
+    if env.kwargs:
+        parts.append(json.dumps(env.kwargs, sort_keys=True))
+    if env.wrappers:
+        parts.append("wrapped by " + ", ".join(env.wrappers))
+    return " ".join(parts)
