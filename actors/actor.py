@@ -22,7 +22,7 @@ from actors.adder import TransitionAdder
 from actors.policy import EpsilonGreedy, build_policy
 from actors.priority import td_priorities
 from dqn.config import Config
-from dqn.envs import make_vector_env, wire_dtype
+from dqn.envs import describe, make_vector_env, wire_dtype
 from dqn.security import Security
 
 log = logging.getLogger("actors.actor")
@@ -41,7 +41,7 @@ class Actor:
         self.weights = weight_client
         self.seed = config.run.seed * 100_003 + actor_id * 1_009
         self.rng = np.random.default_rng(self.seed)
-        self.env = make_vector_env(config.env.id, self.num_envs, seed=self.seed)
+        self.env = make_vector_env(config.env, self.num_envs, seed=self.seed)
         obs_shape = self.env.single_observation_space.shape
         self.n_actions = int(self.env.single_action_space.n)
         # initial weights until the learner's arrive (their own stream of the seed)
@@ -163,7 +163,11 @@ def run_actor_process(
     weights = GrpcWeightClient(weights_address, max_message_mb=mb, security=security)
     actor = Actor(config, actor_id, writer, weights)
     log.info(
-        "actor %d (pid %d) acting on %s x%d", actor_id, os.getpid(), config.env.id, actor.num_envs
+        "actor %d (pid %d) acting on %s x%d",
+        actor_id,
+        os.getpid(),
+        describe(config.env),
+        actor.num_envs,
     )
     try:
         actor.run(stop)

@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dqn import config as config_mod
+from dqn.config import EnvConfig
 from dqn.envs import make_vector_env
+
+
+def run_env(run_dir: str | os.PathLike, env_id: str | None = None) -> EnvConfig:
+    """The env section of RUN_DIR/config.json (id, kwargs, wrappers); ``env_id``
+    replaces only the id (and drops the spec fields, which were the old env's)."""
+    section = json.loads((Path(run_dir) / "config.json").read_text()).get("env", {})
+    env = config_mod.build({"env": section}).env
+    if env_id is not None and env_id != env.id:
+        env = dataclasses.replace(
+            env, id=env_id, obs_shape=None, obs_dtype=None, n_actions=None, solve_threshold=None
+        )
+    return env
 
 
 def evaluate_run(
     run_dir: str, episodes: int = 20, seed: int = 12345, env_id: str | None = None
 ) -> dict:
+    """Mean, std and returns of ``episodes`` greedy episodes of RUN_DIR/policy.pt on the
+    run's env (its id, kwargs and wrappers; ``env_id`` replaces the id)."""
     run = Path(run_dir)
     policy_path = run / "policy.pt"
     if not policy_path.exists():
         raise FileNotFoundError(f"{policy_path} not found (has the run finished?)")
-    if env_id is None:
-        env_id = json.loads((run / "config.json").read_text())["env"]["id"]
+    env_config = run_env(run, env_id)
+    env_id = env_config.id
     policy = torch.jit.load(str(policy_path), map_location="cpu").eval()
-    env = make_vector_env(env_id, episodes, seed=seed)
+    env = make_vector_env(env_config, episodes, seed=seed)
     obs, _ = env.reset(seed=seed)
     returns = np.zeros(episodes)
     done = np.zeros(episodes, dtype=bool)

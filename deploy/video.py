@@ -9,7 +9,6 @@ appears only when complete (temp file in the same folder + rename).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -140,6 +139,7 @@ def record_video(
     ``episodes`` counts those started and ``frames`` = ``steps`` + one reset frame each."""
     import torch
 
+    from deploy.evaluate import run_env
     from dqn.envs import make_env
 
     if episodes < 1:
@@ -155,18 +155,18 @@ def record_video(
     if not policy_path.exists():
         raise FileNotFoundError(f"{policy_path} not found (has the run finished?)")
     out = check_video_path(path)
-    if env_id is None:
-        env_id = json.loads((run / "config.json").read_text())["env"]["id"]
+    env_config = run_env(run, env_id)  # the run's id, kwargs and wrappers
+    env_id = env_config.id
     policy = torch.jit.load(str(policy_path), map_location="cpu").eval()
     # Headless: classic-control envs draw on pygame surfaces, no display or sound needed.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    plain = make_env(env_id)
+    plain = make_env(env_config)
     modes = plain.metadata.get("render_modes", [])
     plain.close()
     if "rgb_array" not in modes:
         raise VideoError(f"--video: env {env_id} does not render RGB frames (modes: {modes})")
-    env = make_env(env_id, render_mode="rgb_array")
+    env = make_env(env_config, render_mode="rgb_array")
     suffix = out.suffix.lower()
     tmp = out.with_name(f".{out.stem}.partial{suffix}")
     writer = _GifWriter(tmp, fps) if suffix == ".gif" else _Mp4Writer(tmp, fps)
