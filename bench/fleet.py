@@ -62,13 +62,13 @@ class _Info:
         self.channel.close()
 
 
-def _raw_worker(env_id: str, num_envs: int, seconds: float, seed: int, ready, go, out) -> None:
+def _raw_worker(env, num_envs: int, seconds: float, seed: int, ready, go, out) -> None:
     """One raw vector env stepping random actions for ``seconds`` once ``go`` is set."""
     import numpy as np
 
     from dqn.envs import make_vector_env
 
-    env = make_vector_env(env_id, num_envs, seed=seed)
+    env = make_vector_env(env, num_envs, seed=seed)
     env.reset(seed=seed)
     n_actions = int(env.single_action_space.n)
     actions = np.random.default_rng(seed).integers(0, n_actions, (1024, num_envs))
@@ -86,7 +86,7 @@ def _raw_worker(env_id: str, num_envs: int, seconds: float, seed: int, ready, go
     env.close()
 
 
-def raw_rate(env_id: str, num_envs: int, procs: int, seconds: float) -> tuple[float, float]:
+def raw_rate(env, num_envs: int, procs: int, seconds: float) -> tuple[float, float]:
     """Total env steps/s of ``procs`` raw vector-env processes stepping at once, and
     their env steps per CPU second (mean over the processes)."""
     ctx = mp.get_context("spawn")
@@ -95,7 +95,7 @@ def raw_rate(env_id: str, num_envs: int, procs: int, seconds: float) -> tuple[fl
     for k in range(procs):
         ready = ctx.Event()
         p = ctx.Process(
-            target=_raw_worker, args=(env_id, num_envs, seconds, k, ready, go, out), daemon=True
+            target=_raw_worker, args=(env, num_envs, seconds, k, ready, go, out), daemon=True
         )
         p.start()
         readies.append(ready)
@@ -227,10 +227,13 @@ def run(args) -> dict:
         ["actors", "--replay-address", "-", "--weights-address", "-", *args.extra]
     )
     base = load_config(parsed)
-    obs_shape, n_actions, _ = env_spec(base.env.id)
+    spec = env_spec(base.env)
+    obs_shape, n_actions = spec.obs_shape, spec.n_actions
     rows: list[dict] = []
     env_id, num_envs = base.env.id, base.actors.envs_per_actor
-    raw_before = {n: raw_rate(env_id, num_envs, n, args.seconds) for n in sorted(set(args.counts))}
+    raw_before = {
+        n: raw_rate(base.env, num_envs, n, args.seconds) for n in sorted(set(args.counts))
+    }
     for n, (r, c) in raw_before.items():
         print(
             f"raw {n} x SyncVectorEnv({env_id} x{num_envs}): {r:,.0f} env steps/s, "
@@ -287,7 +290,7 @@ def run(args) -> dict:
             info.close()
             weights.stop()
             server.stop()
-    raw_after = {n: raw_rate(env_id, num_envs, n, args.seconds) for n in raw_before}
+    raw_after = {n: raw_rate(base.env, num_envs, n, args.seconds) for n in raw_before}
     for row in rows:
         n = row["actors"]
         (before, cpu_before), (after, cpu_after) = raw_before[n], raw_after[n]

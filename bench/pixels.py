@@ -39,7 +39,7 @@ def main() -> int:
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless, as PixelCartPole sets it
     from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
-    from dqn.config import LearnerConfig, NetworkConfig
+    from dqn.config import EnvConfig, LearnerConfig, NetworkConfig
     from dqn.envs import make_env, make_vector_env
     from dqn.networks import build_q_network
     from dqn.pixels import ENV_ID
@@ -51,7 +51,7 @@ def main() -> int:
     frames = rate(lambda: plain.render() is not None, args.seconds)
     print(f"CartPole-v1 rgb_array render:     {frames:8.0f} frames/s")
 
-    env = make_env(ENV_ID)
+    env = make_env(EnvConfig(id=ENV_ID))
     env.reset(seed=0)
 
     def one() -> int:
@@ -61,7 +61,7 @@ def main() -> int:
         return 1
 
     print(f"{ENV_ID} x1:            {rate(one, args.seconds):8.0f} steps/s")
-    vec = make_vector_env(ENV_ID, args.envs, seed=0)
+    vec = make_vector_env(EnvConfig(id=ENV_ID), args.envs, seed=0)
     vec.reset(seed=0)
 
     def many() -> int:

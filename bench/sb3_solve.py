@@ -64,11 +64,12 @@ def main() -> int:
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
 
+    from dqn.config import EnvConfig
     from dqn.envs import env_spec
     from learner.evaluation import Evaluator
 
     torch.set_num_threads(args.torch_threads)
-    threshold = env_spec(args.env)[2]
+    threshold = env_spec(EnvConfig(id=args.env)).reward_threshold
     hp = dict(ZOO_CARTPOLE)
     # The zoo's schedule decays epsilon over 16% of 50k steps; keep that length in env
     # steps although the budget is larger (a fraction of the budget would stretch it).

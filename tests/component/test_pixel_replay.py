@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dqn import codec
+from dqn.config import EnvConfig
 from dqn.envs import make_vector_env
 from learner.sampler import decode_sample as learner_decode
 from tests.component._helpers import decode_sample, info, make_batch, push, replay_stub, sample
@@ -20,7 +21,7 @@ CAPACITY = 64
 
 def frames(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` real (obs, next_obs) frame-stack pairs from PixelCartPole, ``[n, 2, 40, 80]``."""
-    env = make_vector_env(ENV_ID, 1, seed=seed)
+    env = make_vector_env(EnvConfig(id=ENV_ID), 1, seed=seed)
     obs, _ = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     o, o2 = [], []

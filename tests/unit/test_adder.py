@@ -13,6 +13,7 @@ import pytest
 
 from actors.adder import TransitionAdder
 from dqn import codec
+from dqn.config import EnvConfig
 from dqn.envs import make_vector_env
 
 pytestmark = pytest.mark.unit
@@ -476,7 +477,7 @@ def test_real_env_termination_uses_final_obs_and_cuts_bootstrap():
 
 def test_real_probe_env_n_step():
     """Probe3 via dqn.envs.make_vector_env: 2-step episodes, reward 1 at the end."""
-    env = make_vector_env("Probe3-v0", 3, seed=0)
+    env = make_vector_env(EnvConfig(id="Probe3-v0"), 3, seed=0)
     adder, writer = make(num_envs=3, n_step=3, gamma=0.5)
     try:
         real, boundaries = drive(env, adder, lambda t, obs: np.zeros(3, np.int64), 9)

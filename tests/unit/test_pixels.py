@@ -9,8 +9,8 @@ import torch
 
 from actors.adder import TransitionAdder
 from dqn import codec
-from dqn.config import NetworkConfig
-from dqn.envs import env_obs_dtype, env_spec, make_env, make_vector_env, wire_dtype
+from dqn.config import EnvConfig, NetworkConfig
+from dqn.envs import env_spec, make_env, make_vector_env, wire_dtype
 from dqn.networks import ConvQNetwork, QNetwork, build_q_network
 from dqn.pixels import CROP_WIDTH, ENV_ID, FRAME_SHAPE, FRAMES, SCALE, crop_columns
 
@@ -19,7 +19,7 @@ OBS_SHAPE = (FRAMES, *FRAME_SHAPE)
 
 
 def rollout(seed: int, actions) -> list[tuple]:
-    env = make_env(ENV_ID)
+    env = make_env(EnvConfig(id=ENV_ID))
     obs, _ = env.reset(seed=seed)
     out = [(obs, 0.0, False, False)]
     for a in actions:
@@ -32,11 +32,11 @@ def rollout(seed: int, actions) -> list[tuple]:
 
 
 def test_spec_shape_dtype_and_threshold():
-    shape, n_actions, threshold = env_spec(ENV_ID)
-    assert shape == OBS_SHAPE == (2, 40, 80)
-    assert (n_actions, threshold) == (2, 195.0)
-    assert env_obs_dtype(ENV_ID) == np.uint8
-    assert env_obs_dtype("CartPole-v1") == np.float32
+    spec = env_spec(EnvConfig(id=ENV_ID))
+    assert spec.obs_shape == OBS_SHAPE == (2, 40, 80)
+    assert (spec.n_actions, spec.reward_threshold) == (2, 195.0)
+    assert spec.obs_dtype == "uint8"
+    assert env_spec(EnvConfig(id="CartPole-v1")).obs_dtype == "float32"
     assert gym.spec(ENV_ID).max_episode_steps == 500
     for obs, *_ in rollout(0, [0, 1, 1, 0]):
         assert obs.dtype == np.uint8 and obs.shape == OBS_SHAPE
@@ -77,7 +77,7 @@ def cart_column(env, x: float, theta: float = 0.0) -> float:
 
 
 def test_crop_follows_the_cart_and_shows_it_off_centre_near_the_edges():
-    env = make_env(ENV_ID)
+    env = make_env(EnvConfig(id=ENV_ID))
     env.reset(seed=0)
     centre = FRAME_SHAPE[1] / 2
     for x in (-1.1, 0.0, 0.5, 1.1):  # |x| < 1.12: the window is centred on the cart
@@ -100,7 +100,7 @@ def test_crop_follows_the_cart_and_shows_it_off_centre_near_the_edges():
 
 
 def test_vector_env_and_adder_keep_uint8_on_the_wire():
-    env = make_vector_env(ENV_ID, 2, seed=0)
+    env = make_vector_env(EnvConfig(id=ENV_ID), 2, seed=0)
     assert wire_dtype(env.single_observation_space) == np.uint8
 
     class Writer:
@@ -162,7 +162,7 @@ def test_frames_are_cartpoles_rgb_array_pixels():
 
     from dqn.pixels import render_rgb
 
-    env = make_env(ENV_ID)
+    env = make_env(EnvConfig(id=ENV_ID))
     env.reset(seed=1)
     reference = CartPoleEnv(render_mode="rgb_array")
     reference.reset(seed=1)

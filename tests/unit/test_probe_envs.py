@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from dqn.config import EnvConfig
 from dqn.envs import PROBES, env_spec, make_env, make_vector_env
 
 pytestmark = pytest.mark.unit
@@ -27,13 +28,14 @@ def test_spec_of_every_probe():
         "Probe5-v0": 2,
     }
     for env_id in PROBES:
-        shape, n_actions, _ = env_spec(env_id)
-        assert shape == (1,)
-        assert n_actions == expected_actions[env_id], env_id
+        spec = env_spec(EnvConfig(id=env_id))
+        assert spec.obs_shape == (1,) and spec.obs_dtype == "float32"
+        assert spec.n_actions == expected_actions[env_id], env_id
+        assert spec.reward_threshold == PROBES[env_id][1], env_id
 
 
 def test_probe1_one_step_reward_one():
-    env = make_env("Probe1-v0")
+    env = make_env(EnvConfig(id="Probe1-v0"))
     for seed in range(3):
         obs, _ = env.reset(seed=seed)
         np.testing.assert_array_equal(obs, [0.0])
@@ -43,7 +45,7 @@ def test_probe1_one_step_reward_one():
 
 
 def test_probe2_reward_equals_observation_both_signs_seen():
-    env = make_env("Probe2-v0")
+    env = make_env(EnvConfig(id="Probe2-v0"))
     seen = set()
     for seed in range(40):
         obs, _ = env.reset(seed=seed)
@@ -56,12 +58,12 @@ def test_probe2_reward_equals_observation_both_signs_seen():
 
 
 def test_probe2_is_reproducible_with_seed():
-    a, b = make_env("Probe2-v0"), make_env("Probe2-v0")
+    a, b = make_env(EnvConfig(id="Probe2-v0")), make_env(EnvConfig(id="Probe2-v0"))
     assert [a.reset(seed=s)[0][0] for s in range(10)] == [b.reset(seed=s)[0][0] for s in range(10)]
 
 
 def test_probe3_two_steps_reward_at_end():
-    env = make_env("Probe3-v0")
+    env = make_env(EnvConfig(id="Probe3-v0"))
     for seed in range(2):
         obs, _ = env.reset(seed=seed)
         np.testing.assert_array_equal(obs, [0.0])
@@ -74,7 +76,7 @@ def test_probe3_two_steps_reward_at_end():
 
 @pytest.mark.parametrize("action, reward", [(0, -1.0), (1, 1.0)])
 def test_probe4_reward_by_action(action, reward):
-    env = make_env("Probe4-v0")
+    env = make_env(EnvConfig(id="Probe4-v0"))
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(obs, [0.0])
     _, r, term, trunc = step(env, action)
@@ -82,7 +84,7 @@ def test_probe4_reward_by_action(action, reward):
 
 
 def test_probe5_reward_when_action_matches_obs():
-    env = make_env("Probe5-v0")
+    env = make_env(EnvConfig(id="Probe5-v0"))
     seen = set()
     for seed in range(40):
         for action in (0, 1):
@@ -98,14 +100,14 @@ def test_probe5_reward_when_action_matches_obs():
 
 @pytest.mark.parametrize("env_id", ["Probe4-v0", "Probe5-v0"])
 def test_probe_rejects_out_of_range_action(env_id):
-    env = make_env(env_id)
+    env = make_env(EnvConfig(id=env_id))
     env.reset(seed=0)
     with pytest.raises((ValueError, AssertionError)):
         env.step(2)
 
 
 def test_probes_registered_with_time_limit_and_threshold():
-    make_env("Probe1-v0")
+    make_env(EnvConfig(id="Probe1-v0"))
     for env_id, (_, threshold) in PROBES.items():
         spec = gym.spec(env_id)
         assert spec.max_episode_steps == 10
@@ -113,7 +115,7 @@ def test_probes_registered_with_time_limit_and_threshold():
 
 
 def test_vector_env_is_next_step_autoreset():
-    env = make_vector_env("Probe3-v0", 2, seed=0)
+    env = make_vector_env(EnvConfig(id="Probe3-v0"), 2, seed=0)
     try:
         assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
         obs, _ = env.reset(seed=0)
