@@ -1,4 +1,5 @@
-"""Other envs run by id alone through real servers; learner and replay server stay Ray-free."""
+"""Other envs run by id alone through real servers; learner and replay server import
+neither Ray nor gymnasium."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from actors.replay_client import GrpcReplayWriter
 from actors.weight_client import GrpcWeightClient
 from dqn import rpc
 from dqn.config import build
+from dqn.envs import with_spec
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from learner.weight_service import WeightServer
@@ -30,7 +32,7 @@ def test_actor_streams_any_env_by_id(env_id):
             "actors": {"envs_per_actor": 3, "push_every": 16},
         }
     )
-    replay = ReplayServer(config)
+    replay = ReplayServer(with_spec(config))  # the spec dqn train would resolve
     replay.start()
     weights = WeightServer()
     weights.start()
@@ -60,9 +62,14 @@ def test_actor_streams_any_env_by_id(env_id):
         replay.stop()
 
 
-def test_learner_and_replay_server_do_not_import_ray():
+def test_learner_and_replay_server_import_neither_ray_nor_gymnasium():
+    """The learner and the replay server build no env: they run on a machine that has
+    neither gymnasium nor the user's env code (nor Ray)."""
     code = (
-        "import sys, learner.main, replay_server.server, dqn.cli; "
+        "import sys, learner.main, replay_server.server; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'gymnasium', 'pygame')]; "
+        "assert not bad, bad; "
+        "import dqn.cli; "
         "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; "
         "assert not bad, bad"
     )
