@@ -64,9 +64,9 @@ def main() -> int:
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from dqn.config import EnvConfig
+    from actors.evaluator import GreedyEvaluator
+    from dqn.config import EnvConfig, build
     from dqn.envs import env_spec
-    from learner.evaluation import Evaluator
 
     torch.set_num_threads(args.torch_threads)
     threshold = env_spec(EnvConfig(id=args.env)).reward_threshold
@@ -74,7 +74,11 @@ def main() -> int:
     # The zoo's schedule decays epsilon over 16% of 50k steps; keep that length in env
     # steps although the budget is larger (a fraction of the budget would stretch it).
     fraction = hp["exploration_fraction"] * hp["n_timesteps"] / args.max_env_steps
-    evaluator = Evaluator(args.env, args.eval_episodes, seed=args.seed + 1_000_003)
+    # the same greedy episodes (envs, seeds) as our evaluator actor plays
+    evaluator = GreedyEvaluator(
+        build({"env": {"id": args.env}, "eval": {"episodes": args.eval_episodes},
+               "run": {"seed": args.seed}})
+    )  # fmt: skip
     state: dict = {"evals": [], "solved_at": None, "stop_reason": "max_env_steps"}
 
     class SolveCallback(BaseCallback):
@@ -84,7 +88,11 @@ def main() -> int:
                 return False
             if self.num_timesteps % args.eval_every:
                 return True
-            returns = evaluator.run(self.model.q_net, self.model.device)
+            q_net = self.model.q_net
+            with torch.no_grad():
+                returns = evaluator.play(
+                    lambda obs: q_net(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+                )
             mean = float(returns.mean())
             state["evals"].append((self.num_timesteps, time.time() - START, mean))
             if mean >= threshold:

@@ -672,7 +672,7 @@ def _stack_flags(args) -> list[str]:
         "--run.checkpoint-every-seconds", str(args.checkpoint_every),
         "--run.plot-every-seconds", str(args.plot_every),
         "--run.progress-every-seconds", str(args.progress_every),
-        "--eval.every-updates", str(args.eval_every_updates),
+        "--eval.every-versions", str(max(1, args.eval_every_updates // 10)),
         "--eval.episodes", str(args.eval_episodes),
         "--log-level", "WARNING",
     ]  # fmt: skip

@@ -112,6 +112,7 @@ class Metrics:
             episodes=r.episodes,
             seconds=r.seconds,
             wall_seconds=r.wall_seconds,
+            evaluator=r.evaluator,
         )
         self.scalars(r.env_steps, {"eval/return_mean": r.mean, "eval/return_std": r.std})
 

@@ -195,7 +195,7 @@ def test_fleet_follows_workers_and_scales_while_training_goes_on(tmp_path):
     try:
         c.ray_node("head", "head", f"--port={c.gcs_port}", f"--client-port={c.client_port}")
         c.ray_node("worker1", "worker", f"--address={NODE_IP}:{c.gcs_port}", "--num-cpus=1")
-        replay_addr, weights_addr = c.replay_and_learner(run_dir, "--eval.every-updates", "500")
+        replay_addr, weights_addr = c.replay_and_learner(run_dir, "--eval.every-versions", "50")
         c.dqn(
             "actors",
             "actors",

@@ -50,8 +50,8 @@ PROBE_ARGS = [
     "64",
     "--max-updates",
     "2000",
-    "--eval.every-updates",
-    "1000",
+    "--eval.every-versions",
+    "100",  # 1,000 updates at the default publish_every 10
     "--run.stop-when-solved",
     "false",
     # Runs end by --max-updates; this bounds a hung one, with room for a machine 3x

@@ -32,8 +32,8 @@ FAST = [
     "16",
     "--learner.batch-size",
     "32",
-    "--eval.every-updates",
-    "200",
+    "--eval.every-versions",
+    "20",  # 200 updates at the default publish_every 10
     "--run.stop-when-solved",
     "false",
     "--max-seconds",
