@@ -161,7 +161,7 @@ def run_evaluator(
         np.random.default_rng(evaluator.seed),
     )
     schedule, name = EvalSchedule(config.eval), f"evaluator pid {os.getpid()}"
-    reported = 0
+    reported, playing, t0, cpu0 = 0, 0.0, time.monotonic(), time.process_time()
     log.info("%s: %d greedy episodes, schedule %s", name, evaluator.episodes, config.eval.schedule)
     try:
         while not stop.is_set():
@@ -171,8 +171,19 @@ def run_evaluator(
                 stop.wait(0.02)
                 continue
             schedule.started(weights.version, now)
-            ack = reporter.send(evaluate_version(evaluator, policy, weights, name), stop)
-            reported += ack is not None
+            report = evaluate_version(evaluator, policy, weights, name)
+            playing += report.wall_seconds
+            reported += reporter.send(report, stop) is not None
+        wall = max(time.monotonic() - t0, 1e-9)
+        log.info(
+            "%s: %d evaluations reported in %.1f s; playing %.0f%% of the time, CPU %.0f%% "
+            "of one core",
+            name,
+            reported,
+            wall,
+            100 * playing / wall,
+            100 * (time.process_time() - cpu0) / wall,
+        )
     finally:
         weights.close()
         reporter.close()

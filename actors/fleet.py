@@ -127,8 +127,8 @@ class RayFleet:
 
     @property
     def evaluator_cpus(self) -> float:
-        """Ray CPUs the evaluator actor holds (it takes an actor's share)."""
-        return self.config.actors.cpus_per_actor if self.evaluator is not None else 0.0
+        """Ray CPUs the evaluator actor reserves (``eval.cpus``)."""
+        return self.config.eval.cpus if self.evaluator is not None else 0.0
 
     def cluster_cpus(self) -> float:
         """CPUs of the live nodes: what ``autoscale`` divides among actors."""
@@ -175,9 +175,8 @@ class RayFleet:
     def start(self, n: int | None = None, evaluator: bool = False) -> None:
         """Start ``n`` actors (default ``actors.num_actors``), and the evaluator actor."""
         if evaluator and self.evaluator is None:
-            a = self.config.actors
             self.evaluator = ray.remote(
-                num_cpus=a.cpus_per_actor, max_restarts=-1, max_task_retries=0
+                num_cpus=self.config.eval.cpus, max_restarts=-1, max_task_retries=0
             )(_RayEvaluator).remote(self.config, self.weights_address, self.security)
         self.resize(self.config.actors.num_actors if n is None else n)
 

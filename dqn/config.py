@@ -362,6 +362,12 @@ class EvalConfig(_Section):
         25, "versions: weight versions between evaluations (one per learner.publish_every)", ge=1
     )
     every_seconds: float = opt(5.0, "seconds: seconds between the starts of evaluations", gt=0)
+    cpus: float = opt(
+        0.0,
+        "Ray CPUs the evaluator actor reserves (0: none, so autoscale still gives every "
+        "CPU an actor; it uses a share of one core, see README)",
+        ge=0,
+    )
     final_wait_seconds: float = opt(
         30.0,
         "at the end of an unsolved run, how long the learner waits for the evaluation of "
