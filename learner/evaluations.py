@@ -60,6 +60,7 @@ class EvaluationInbox:
         self._queue: queue.SimpleQueue[EvalRecord] = queue.SimpleQueue()
         self.done = False  # set by the learner when its run ends
         self.refused = 0
+        self.received = 0  # reports accepted: an evaluator is at work in this run
 
     def solves(self, mean: float) -> bool:
         return self.threshold is not None and mean >= self.threshold
@@ -74,6 +75,7 @@ class EvaluationInbox:
         if why is not None:
             self.refused += 1
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Evaluation.{why}")
+        self.received += 1
         self._queue.put(
             EvalRecord(
                 version=request.version,

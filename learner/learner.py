@@ -266,10 +266,13 @@ class Learner:
         return solved
 
     def _final_evaluation(self) -> None:
-        """Publish the final weights asking for their evaluation; wait for it a while."""
+        """Publish the final weights asking for their evaluation; wait for it a while
+        (not when stopped, nor when no evaluator has reported in this run)."""
         wait = self.config.eval.final_wait_seconds
         last = self.progress.last_eval
-        if wait <= 0 or (last is not None and last.updates == self.dqn.updates):
+        if wait <= 0 or not self.inbox.received or self.stop_event.is_set():
+            return
+        if last is not None and last.updates == self.dqn.updates:
             return
         version = self._publish(evaluate=True)
         deadline = time.monotonic() + wait

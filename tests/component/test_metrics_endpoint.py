@@ -91,6 +91,7 @@ def test_learner_metrics_during_and_after_a_short_run(replay_server_factory, tmp
     evaluator actor in a thread: /metrics counts its updates, publications and the
     evaluations reported."""
     import threading
+    import time
 
     from actors.evaluator import run_evaluator
     from dqn.config import build
@@ -136,6 +137,10 @@ def test_learner_metrics_during_and_after_a_short_run(replay_server_factory, tmp
                 target=run_evaluator, args=(config, learner.weights.address, stop_evaluator)
             )
             evaluator.start()
+            deadline = time.monotonic() + 120  # its first report: version 1, at once
+            while not learner.inbox.received:
+                assert time.monotonic() < deadline and evaluator.is_alive()
+                time.sleep(0.02)
             summary = learner.run()
             after = scrape(url)
             watch.cancel()
