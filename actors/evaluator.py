@@ -117,11 +117,16 @@ class EvaluationReporter:
         self._channel.close()
 
 
-def evaluate_version(evaluator: GreedyEvaluator, policy, weights, name: str) -> pb.Evaluation:
-    """Play the version ``weights`` last loaded into ``policy``; the report for it."""
+def evaluate_version(
+    evaluator: GreedyEvaluator, policy, weights, name: str, started: tuple[float, float]
+) -> pb.Evaluation:
+    """Play the version ``weights`` last loaded into ``policy``; the report for it
+    (``started``: ``time.monotonic()`` and ``time.process_time()`` when evaluating began)."""
     t0 = time.monotonic()
     returns = evaluator.play(policy)
     return pb.Evaluation(
+        cpu_seconds=time.process_time() - started[1],
+        uptime_seconds=time.monotonic() - started[0],
         version=weights.version,
         updates=weights.updates,
         env_steps=weights.env_steps,
@@ -171,7 +176,7 @@ def run_evaluator(
                 stop.wait(0.02)
                 continue
             schedule.started(weights.version, now)
-            report = evaluate_version(evaluator, policy, weights, name)
+            report = evaluate_version(evaluator, policy, weights, name, (t0, cpu0))
             playing += report.wall_seconds
             reported += reporter.send(report, stop) is not None
         wall = max(time.monotonic() - t0, 1e-9)

@@ -40,8 +40,10 @@ def check_report(report: pb.Evaluation, published: int) -> str | None:
     ):
         if not math.isclose(value, want, rel_tol=1e-6, abs_tol=1e-9):
             return f"{name}: {value!r} is not the {name} of returns ({want!r})"
-    if not (math.isfinite(report.wall_seconds) and report.wall_seconds >= 0):
-        return f"wall_seconds: must be finite and >= 0, got {report.wall_seconds!r}"
+    for name in ("wall_seconds", "cpu_seconds", "uptime_seconds"):
+        value = getattr(report, name)
+        if not (math.isfinite(value) and value >= 0):
+            return f"{name}: must be finite and >= 0, got {value!r}"
     return None
 
 
@@ -61,6 +63,8 @@ class EvaluationInbox:
         self.done = False  # set by the learner when its run ends
         self.refused = 0
         self.received = 0  # reports accepted: an evaluator is at work in this run
+        # the latest report's CPU seconds / wall seconds: the evaluator's share of a core
+        self.cpu_share: float | None = None
 
     def solves(self, mean: float) -> bool:
         return self.threshold is not None and mean >= self.threshold
@@ -76,6 +80,8 @@ class EvaluationInbox:
             self.refused += 1
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Evaluation.{why}")
         self.received += 1
+        if request.uptime_seconds > 0:
+            self.cpu_share = request.cpu_seconds / request.uptime_seconds
         self._queue.put(
             EvalRecord(
                 version=request.version,

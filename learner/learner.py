@@ -270,9 +270,8 @@ class Learner:
         (not when stopped, nor when no evaluator has reported in this run)."""
         wait = self.config.eval.final_wait_seconds
         last = self.progress.last_eval
-        if wait <= 0 or not self.inbox.received or self.stop_event.is_set():
-            return
-        if last is not None and last.updates == self.dqn.updates:
+        played = last is not None and last.updates == self.dqn.updates
+        if wait <= 0 or played or not self.inbox.received or self.stop_event.is_set():
             return
         version = self._publish(evaluate=True)
         deadline = time.monotonic() + wait
@@ -307,6 +306,7 @@ class Learner:
             "episodes_total": self.metrics.episodes_total,
             "evaluations_total": p.evaluations,
             "solved": float(p.solved_at is not None),
+            "evaluator_cpu_share": self.inbox.cpu_share,
         }
 
     def _report(self, final: bool = False) -> None:
@@ -369,6 +369,7 @@ class Learner:
             "eval_mean": shown.mean if shown else float("nan"),
             "eval_std": shown.std if shown else float("nan"),
             "evaluations": p.evaluations,
+            "evaluator_cpu_share": self.inbox.cpu_share,
             "env_steps": p.env_steps,
             "updates": self.dqn.updates,
             "episodes": self.metrics.episodes_total,

@@ -63,6 +63,8 @@ FIGURES: tuple[Figure, ...] = (
            help="finished training episodes seen", live=True),
     Figure("evaluations_total", metric="dqn_learner_evaluations_total", kind="counter",
            help="greedy evaluations reported", live=True),
+    Figure("evaluator_cpu_share", metric="dqn_learner_evaluator_cpu_share",
+           help="CPU the evaluator actor used / its wall time (latest report)", live=True),
     Figure("solved", metric="dqn_learner_solved",
            help="1 once a greedy evaluation reached the threshold", live=True),
 )  # fmt: skip

@@ -255,7 +255,7 @@ class GetWeightsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Evaluation(_message.Message):
-    __slots__ = ("version", "updates", "env_steps", "returns", "mean", "std", "wall_seconds", "evaluator")
+    __slots__ = ("version", "updates", "env_steps", "returns", "mean", "std", "wall_seconds", "evaluator", "cpu_seconds", "uptime_seconds")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
     ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -264,6 +264,8 @@ class Evaluation(_message.Message):
     STD_FIELD_NUMBER: _ClassVar[int]
     WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     version: int
     updates: int
     env_steps: int
@@ -272,7 +274,9 @@ class Evaluation(_message.Message):
     std: float
     wall_seconds: float
     evaluator: str
-    def __init__(self, version: _Optional[int] = ..., updates: _Optional[int] = ..., env_steps: _Optional[int] = ..., returns: _Optional[_Iterable[float]] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., evaluator: _Optional[str] = ...) -> None: ...
+    cpu_seconds: float
+    uptime_seconds: float
+    def __init__(self, version: _Optional[int] = ..., updates: _Optional[int] = ..., env_steps: _Optional[int] = ..., returns: _Optional[_Iterable[float]] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., evaluator: _Optional[str] = ..., cpu_seconds: _Optional[float] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
 
 class EvaluationAck(_message.Message):
     __slots__ = ("solved", "done")

@@ -43,6 +43,8 @@ def report(version=2, returns=(9.0, 11.0, 12.0), **fields):
         std=float(r.std()) if r.size else 0.0,
         wall_seconds=0.25,
         evaluator="test",
+        cpu_seconds=3.0,
+        uptime_seconds=12.0,
     )
     values.update(fields)
     return pb.Evaluation(**values)
@@ -64,6 +66,7 @@ def test_a_report_is_recorded_and_acked_with_whether_it_solved(learner_server):
     assert math.isclose(first.mean, 32.0 / 3) and first.wall_seconds == 0.25
     assert first.seconds > 0  # arrival time, counted from the learner's start
     assert inbox.take() == []  # handed over once
+    assert inbox.cpu_share == 0.25  # 3 CPU seconds in 12 s: a quarter of one core
 
 
 @pytest.mark.parametrize(
@@ -79,6 +82,8 @@ def test_a_report_is_recorded_and_acked_with_whether_it_solved(learner_server):
         (dict(std=-1.0), "std"),
         (dict(wall_seconds=float("nan")), "wall_seconds"),
         (dict(wall_seconds=-1.0), "wall_seconds"),
+        (dict(cpu_seconds=float("inf")), "cpu_seconds"),
+        (dict(uptime_seconds=-2.0), "uptime_seconds"),
     ],
 )
 def test_a_bad_report_is_refused_naming_the_field_and_records_nothing(learner_server, bad, field):
