@@ -41,7 +41,7 @@ from learner.records import EvalRecord, Progress
 from learner.reporter import Reporter
 from learner.sampler import PrefetchingSampler
 from learner.schedule import Schedule
-from learner.weight_service import WeightServer
+from learner.weight_service import WeightServer, weight_series
 
 log = logging.getLogger("learner")
 
@@ -98,7 +98,9 @@ class Learner:
         # (monotonic time, updates, env steps) at the start of the current progress
         # interval and of the one before it (see _rates).
         self._mark = self._prev_mark = (time.monotonic(), self.dqn.updates, 0)
-        self.reporter = Reporter(self.metrics, self._live_figures, self._weight_series)
+        self.reporter = Reporter(
+            self.metrics, self._live_figures, lambda: weight_series(self.weights.publisher)
+        )
         self.telemetry = MetricsEndpoint(lc.host, lc.metrics_port, self.reporter.series)
 
     # -- checkpoints ----------------------------------------------------------------
@@ -267,11 +269,11 @@ class Learner:
 
     def _final_evaluation(self) -> None:
         """Publish the final weights asking for their evaluation; wait for it a while
-        (not when stopped, nor when no evaluator has reported in this run)."""
+        (not when stopped by a signal: a prompt exit matters more)."""
         wait = self.config.eval.final_wait_seconds
         last = self.progress.last_eval
         played = last is not None and last.updates == self.dqn.updates
-        if wait <= 0 or played or not self.inbox.received or self.stop_event.is_set():
+        if wait <= 0 or played or self.stop_event.is_set():
             return
         version = self._publish(evaluate=True)
         deadline = time.monotonic() + wait
@@ -281,7 +283,11 @@ class Learner:
                 if record.version >= version:
                     return
             time.sleep(0.05)
-        log.warning("no evaluation of the final weights within %.0f s", wait)
+        log.warning(
+            "no evaluation of the final weights within %.0f s (is an evaluator running? "
+            "--eval.final-wait-seconds 0 ends without waiting)",
+            wait,
+        )
 
     # -- reporting ------------------------------------------------------------------
     def _rates(self, final: bool) -> tuple[float, float]:
@@ -331,20 +337,14 @@ class Learner:
             final,
         )
 
-    def _weight_series(self):
-        from learner.weight_service import weight_series
-
-        return weight_series(self.weights.publisher)
-
     # -- the end ----------------------------------------------------------------------
     def finish(self, reason: str) -> dict:
         """Final progress report and evaluation, policy, checkpoint, summary and curve."""
         p = self.progress
         self._poll_replay()
         self._report(final=True)  # every run ends with its final figures
-        if p.solved_at is None:
+        if reason != "solved":  # its last weights are the policy: evaluated and exported
             self._final_evaluation()
-        if p.solved_at is None:
             export_policy(self.dqn.online, self.obs_shape, self.run_dir / "policy.pt")
         self.inbox.done = True
         self.save_checkpoint()

@@ -110,7 +110,7 @@ def test_run_directory_contents_and_resume(tmp_path):
     # The resumed learner starts from the trained network: its first evaluation on
     # Probe4 is already the optimal return (+1), not a random policy's.
     first_eval_after_resume = ckpt2["progress"]["evals"][evals_before]
-    assert first_eval_after_resume[3] == pytest.approx(1.0)
+    assert first_eval_after_resume["mean"] == pytest.approx(1.0)
 
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}

@@ -114,7 +114,12 @@ def test_the_evaluator_killed_mid_run_comes_back_and_training_goes_on(tmp_path, 
     args += ["--run.progress-every-seconds", "0.5", "--eval.schedule", "continuous"]
     with start_dqn(*args, env=NO_PYTHONPATH) as proc:
         try:
-            _wait(lambda: _records(run_dir, "eval"), 240, "a first evaluation", proc)
+            _wait(
+                lambda: _records(run_dir, "eval") and _records(run_dir, "progress"),
+                240,
+                "a first evaluation and progress record",
+                proc,
+            )
             first = _records(run_dir, "eval")[-1]["evaluator"]
             pid = int(first.rsplit(" ", 1)[1])
             victim = psutil.Process(pid)
