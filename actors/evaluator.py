@@ -14,6 +14,7 @@ restarted like any actor if it dies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -151,6 +152,11 @@ def run_evaluator(
     from actors.weight_client import GrpcWeightClient
 
     stop = stop or threading.Event()
+    if config.eval.nice:
+        # On Linux this lowers only the calling thread (in a Ray actor: the evaluation
+        # thread, not Ray's own); on other systems the process.
+        with contextlib.suppress(OSError):
+            os.nice(config.eval.nice)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

@@ -3,6 +3,8 @@
     git worktree add /tmp/before <commit>
     .venv/bin/python bench/compare_runs.py --tree before=/tmp/before --tree after=. \
         --repeats 2 -- --max-seconds 40 --run.stop-when-solved false
+    .venv/bin/python bench/compare_runs.py --tree a=. --tree b=. \
+        --args "b=--eval.schedule seconds" -- --max-seconds 40
 
 Runs alternate tree by tree (before, after, before, after, ...) so drift of a shared
 machine falls on both alike, each with this interpreter and ``PYTHONPATH`` set to its
@@ -52,31 +54,47 @@ def figures(result: dict, warmup: float) -> dict:
         "env_steps": s["env_steps"],
         "seconds_to_solve": s["seconds_to_solve"],
         "env_steps_to_solve": s["env_steps_to_solve"],
+        "evaluator_cpu_share": s.get("evaluator_cpu_share"),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--tree", action="append", required=True, metavar="NAME=PATH")
+    p.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="extra `dqn train` flags for one tree (the same path twice with different "
+        "flags compares settings)",
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--warmup-seconds", type=float, default=5.0)
     p.add_argument("--out", default=None, help="write the figures here as JSON")
     p.add_argument("train_args", nargs="*", help="after --: flags for `dqn train`")
     args = p.parse_args(argv)
     trees = dict(t.split("=", 1) for t in args.tree)
+    extra = {name: flags.split() for name, flags in (a.split("=", 1) for a in args.args)}
     results: dict[str, list[dict]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.repeats):
             for name, path in trees.items():
                 run_dir = Path(tmp) / f"{name}-{k}"
+                train_args = [*args.train_args, *extra.get(name, [])]
                 f = figures(
-                    run_once(Path(path).resolve(), args.train_args, run_dir), args.warmup_seconds
+                    run_once(Path(path).resolve(), train_args, run_dir), args.warmup_seconds
                 )
                 results[name].append(f)
                 print(
                     f"{name} #{k + 1}: {f['updates_per_s']:7.1f} updates/s, "
                     f"{f['env_steps_per_s']:8.0f} env steps/s, solved at "
-                    f"{f['seconds_to_solve']} s / {f['env_steps_to_solve']} env steps",
+                    f"{f['seconds_to_solve']} s / {f['env_steps_to_solve']} env steps"
+                    + (
+                        f"; evaluator {f['evaluator_cpu_share']:.0%} of a core"
+                        if f["evaluator_cpu_share"] is not None
+                        else ""
+                    ),
                     flush=True,
                 )
     print("\nmedian over repeats:")

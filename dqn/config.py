@@ -362,6 +362,13 @@ class EvalConfig(_Section):
         25, "versions: weight versions between evaluations (one per learner.publish_every)", ge=1
     )
     every_seconds: float = opt(5.0, "seconds: seconds between the starts of evaluations", gt=0)
+    nice: int = opt(
+        10,
+        "OS niceness the evaluator plays at (0-19): training gets the CPU first, the "
+        "evaluator what is left (see README for its share)",
+        ge=0,
+        le=19,
+    )
     cpus: float = opt(
         0.0,
         "Ray CPUs the evaluator actor reserves (0: none, so autoscale still gives every "
