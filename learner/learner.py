@@ -105,16 +105,7 @@ class Learner:
 
     # -- checkpoints ----------------------------------------------------------------
     def _restore(self) -> None:
-        if not self.ckpt_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {self.ckpt_path}")
-        state = checkpoint.load(self.ckpt_path, self.device)
-        self.dqn.online.load_state_dict(state["online"])
-        self.dqn.target.load_state_dict(state["target"])
-        self.dqn.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress.restore(state["progress"])
-        self.dqn.updates = self.progress.updates
-        self.metrics.episodes.extend(tuple(e) for e in state.get("episodes", []))
-        self.metrics.episodes_total = state.get("episodes_total", 0)
+        self.progress = checkpoint.restore(self.ckpt_path, self.dqn, self.metrics, self.device)
         log.info(
             "resumed from %s at %d updates, %d env steps",
             self.ckpt_path,
@@ -124,18 +115,7 @@ class Learner:
 
     def save_checkpoint(self) -> None:
         self.progress.updates = self.dqn.updates
-        checkpoint.save(
-            self.ckpt_path,
-            {
-                "online": self.dqn.online.state_dict(),
-                "target": self.dqn.target.state_dict(),
-                "optimizer": self.dqn.optimizer.state_dict(),
-                "progress": self.progress.to_state(),
-                "episodes": list(self.metrics.episodes)[-10_000:],
-                "episodes_total": self.metrics.episodes_total,
-                "config": self.config.to_dict(),
-            },
-        )
+        checkpoint.write(self.ckpt_path, self.dqn, self.progress, self.metrics, self.config)
 
     # -- the loop -------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -331,6 +311,7 @@ class Learner:
                 "policy_lag": info.policy_lag if info else None,
                 "replay_bytes": info.obs_bytes if info else None,
                 "samples_per_insert": info.samples_per_insert if info else None,
+                "replay_counts": (info.inserted, info.sampled) if info else None,
                 "waiting": self.sampler.waiting_reason if self.sampler else "",
             },
             self.elapsed(),
@@ -378,6 +359,7 @@ class Learner:
             "envs_per_actor": self.config.actors.envs_per_actor,
             "device": str(self.device),
             "replay_bytes": self._info.obs_bytes if self._info is not None else 0,
+            "samples_per_insert": self._info.samples_per_insert if self._info else None,
             "seed": self.config.run.seed,
         }
         if self.priority_sender is not None:

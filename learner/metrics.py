@@ -43,7 +43,8 @@ TB_TAGS = {
     "episode/return_recent": "mean return of the last 20 episodes",
     "policy/lag": "learner weights version minus the actors' acting version (mean)",
     "replay/size": "transitions in the replay buffer",
-    "replay/samples_per_insert": "sampled / inserted transitions",
+    "replay/samples_per_insert": "sampled / inserted transitions over the run",
+    "replay/samples_per_insert_recent": "sampled / inserted since the previous progress line",
     "eval/return_mean": "greedy evaluation: mean return",
     "eval/return_std": "greedy evaluation: return std",
 }

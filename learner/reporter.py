@@ -53,9 +53,13 @@ FIGURES: tuple[Figure, ...] = (
            help="replay transitions (latest Info)"),
     Figure("policy_lag", "lag {v:.1f}", True, True, "policy/lag", "dqn_learner_policy_lag",
            help="learner version minus the actors' acting version (mean over actors)"),
+    Figure("spi_recent", "spi {v:.1f}", True, True, "replay/samples_per_insert_recent",
+           "dqn_learner_samples_per_insert_recent",
+           help="replay ratio since the previous progress report: sampled / inserted"),
     Figure("replay_bytes", jsonl=True),
     Figure("samples_per_insert", None, False, True, "replay/samples_per_insert",
-           "dqn_learner_samples_per_insert", help="replay sampled / inserted (latest Info)"),
+           "dqn_learner_samples_per_insert",
+           help="replay sampled / inserted over the run (latest Info)"),
     Figure("waiting", "waiting: {v}"),
     Figure("weights_version", metric="dqn_learner_weights_version",
            help="version of the newest published weights", live=True),
@@ -80,7 +84,7 @@ def progress_line(figures: dict, elapsed: float) -> str:
         if f.key == "waiting" and not value:
             continue
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            if f.key in ("replay_size", "policy_lag"):
+            if f.key in ("replay_size", "policy_lag", "spi_recent"):
                 continue  # no replay Info yet
             text = f.line.split("{")[0] + "-"
         else:
@@ -100,8 +104,21 @@ class Reporter:
         self._live = live  # the live figures (counters), read at scrape time
         self._extra = extra  # series from outside the table (the weight server's)
         self.latest: dict = {}
+        self._counts: tuple[int, int] | None = None  # replay (inserted, sampled) last time
+
+    def _recent_ratio(self, figures: dict) -> float | None:
+        """Sampled / inserted since the previous report (``replay_counts``: the replay
+        server's (inserted, sampled)); None before two reports or with nothing inserted."""
+        counts, before = figures.pop("replay_counts", None), self._counts
+        self._counts = counts
+        if counts is None or before is None or counts[0] < before[0]:  # restarted server
+            return None
+        inserted, sampled = counts[0] - before[0], counts[1] - before[1]
+        return sampled / inserted if inserted > 0 else None
 
     def report(self, figures: dict, elapsed: float, final: bool = False) -> str:
+        figures = {**figures, "spi_recent": self._recent_ratio(dict(figures))}
+        figures.pop("replay_counts", None)
         self.latest = dict(figures)
         line = progress_line(figures, elapsed)
         print(line, flush=True)
