@@ -94,6 +94,16 @@ class EvaluationReporter:
         self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.EvaluationServiceStub(self._channel)
 
+    def begin(self, version: int, name: str) -> None:
+        """Tell the learner which version is being played, so it keeps those weights
+        (one try: an evaluation goes on without it, its export may then be newer)."""
+        try:
+            self._stub.Begin(
+                pb.EvaluationStart(version=version, evaluator=name), timeout=REPORT_TIMEOUT_S
+            )
+        except grpc.RpcError as exc:
+            log.debug("EvaluationService.Begin for version %d failed: %s", version, exc.code())
+
     def send(self, report: pb.Evaluation, stop: threading.Event) -> pb.EvaluationAck | None:
         backoff = Backoff(cap=2.0)
         for attempt in range(REPORT_TRIES):
@@ -182,6 +192,7 @@ def run_evaluator(
                 stop.wait(0.02)
                 continue
             schedule.started(weights.version, now)
+            reporter.begin(weights.version, name)
             report = evaluate_version(evaluator, policy, weights, name, (t0, cpu0))
             playing += report.wall_seconds
             reported += reporter.send(report, stop) is not None

@@ -55,8 +55,10 @@ class EvaluationInbox:
         published: Callable[[], int],
         threshold: float | None,
         start_time: float,
+        pin: Callable[[int], bool] = lambda version: False,
     ):
         self._published = published
+        self._pin = pin  # keeps a version's weights while an evaluator plays it
         self.threshold = threshold
         self.start_time = start_time
         self._queue: queue.SimpleQueue[EvalRecord] = queue.SimpleQueue()
@@ -68,6 +70,22 @@ class EvaluationInbox:
 
     def solves(self, mean: float) -> bool:
         return self.threshold is not None and mean >= self.threshold
+
+    async def begin(self, data: bytes, context) -> pb.EvaluationAck:
+        """An evaluator starts playing a version: keep its weights until the report."""
+        try:
+            request = pb.EvaluationStart.FromString(data)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"EvaluationStart: {exc}")
+        published = self._published()
+        if not 1 <= request.version <= published:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"EvaluationStart.version: {request.version} was never published "
+                f"(newest is {published})",
+            )
+        self._pin(request.version)
+        return pb.EvaluationAck(done=self.done)
 
     async def report(self, data: bytes, context) -> pb.EvaluationAck:
         try:  # parsed here: grpc's own deserializer would answer INTERNAL
@@ -110,10 +128,15 @@ class EvaluationInbox:
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
+                "Begin": grpc.unary_unary_rpc_method_handler(
+                    self.begin,
+                    request_deserializer=None,
+                    response_serializer=pb.EvaluationAck.SerializeToString,
+                ),
                 "Report": grpc.unary_unary_rpc_method_handler(
                     self.report,
                     request_deserializer=None,
                     response_serializer=pb.EvaluationAck.SerializeToString,
-                )
+                ),
             },
         )

@@ -81,8 +81,9 @@ class Learner:
             self._restore()
         self.security = security
         self.weights = WeightServer(lc.host, lc.port, config.replay.max_message_mb, security)
+        publisher = self.weights.publisher
         self.inbox = EvaluationInbox(
-            lambda: self.weights.publisher.version, self.threshold, self.start_time
+            lambda: publisher.version, self.threshold, self.start_time, publisher.pin
         )
         self.weights.server.add_handlers(self.inbox.handler())
         self.replay_address = replay_address
@@ -245,6 +246,7 @@ class Learner:
                 self.obs_shape,
                 self.run_dir / "policy.pt",
             )
+        self.weights.publisher.unpin(record.version)  # played, reported, exported
         return solved
 
     def _final_evaluation(self) -> None:

@@ -35,6 +35,7 @@ WRITE_GRACE_S = 5.0  # a write past the lifetime gets this long (clients wait 60
 WAKE_GROUPS = 16  # a publish wakes the streams in this many groups, one at a time
 KEPT_VERSIONS = 64  # recent versions kept for the policy export of a solving evaluation
 KEPT_BYTES = 256 * 1024 * 1024  # ... and at most this many bytes of them
+PINNED_VERSIONS = 16  # versions kept while evaluators play them (EvaluationService.Begin)
 
 
 class Version(NamedTuple):
@@ -69,6 +70,7 @@ class WeightPublisher:
         self._lock = threading.Lock()  # version numbering across publishing threads
         self._latest: Version | None = None
         self._kept: dict[int, bytes] = {}  # version -> bytes, oldest first (see _keep)
+        self._pinned: dict[int, bytes] = {}  # versions evaluators are playing (see pin)
         # Subscribers wait on one of WAKE_GROUPS events (round-robin); a publish wakes
         # the groups one after another, yielding to the loop between them, so health
         # checks and GetWeights wait for one group's writes, not for every stream's.
@@ -117,10 +119,27 @@ class WeightPublisher:
             total -= len(self._kept.pop(next(iter(self._kept))))
 
     def kept(self, version: int) -> pb.Weights | None:
-        """Version ``version`` as published, if it is still kept."""
+        """Version ``version`` as published, if it is still kept (or pinned)."""
         with self._lock:
-            data = self._kept.get(version)
+            data = self._kept.get(version) or self._pinned.get(version)
         return pb.Weights.FromString(data) if data is not None else None
+
+    def pin(self, version: int) -> bool:
+        """Keep ``version`` beyond the ring until :meth:`unpin` (an evaluator is playing
+        it); at most PINNED_VERSIONS, the oldest pin dropped first. False when that
+        version is no longer kept."""
+        with self._lock:
+            data = self._kept.get(version) or self._pinned.pop(version, None)
+            if data is None:
+                return False
+            self._pinned[version] = data
+            while len(self._pinned) > PINNED_VERSIONS:
+                self._pinned.pop(next(iter(self._pinned)))
+        return True
+
+    def unpin(self, version: int) -> None:
+        with self._lock:
+            self._pinned.pop(version, None)
 
     def _wake(self) -> None:  # on the loop
         latest = self._latest

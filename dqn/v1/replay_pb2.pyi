@@ -285,3 +285,11 @@ class EvaluationAck(_message.Message):
     solved: bool
     done: bool
     def __init__(self, solved: _Optional[bool] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class EvaluationStart(_message.Message):
+    __slots__ = ("version", "evaluator")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    evaluator: str
+    def __init__(self, version: _Optional[int] = ..., evaluator: _Optional[str] = ...) -> None: ...

@@ -383,6 +383,11 @@ class EvaluationServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Begin = channel.unary_unary(
+                '/dqn.v1.EvaluationService/Begin',
+                request_serializer=dqn_dot_v1_dot_replay__pb2.EvaluationStart.SerializeToString,
+                response_deserializer=dqn_dot_v1_dot_replay__pb2.EvaluationAck.FromString,
+                _registered_method=True)
         self.Report = channel.unary_unary(
                 '/dqn.v1.EvaluationService/Report',
                 request_serializer=dqn_dot_v1_dot_replay__pb2.Evaluation.SerializeToString,
@@ -395,6 +400,12 @@ class EvaluationServiceServicer:
     and the learner decides stop-when-solved from these reports (it steps no env).
     """
 
+    def Begin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Report(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -404,6 +415,11 @@ class EvaluationServiceServicer:
 
 def add_EvaluationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Begin': grpc.unary_unary_rpc_method_handler(
+                    servicer.Begin,
+                    request_deserializer=dqn_dot_v1_dot_replay__pb2.EvaluationStart.FromString,
+                    response_serializer=dqn_dot_v1_dot_replay__pb2.EvaluationAck.SerializeToString,
+            ),
             'Report': grpc.unary_unary_rpc_method_handler(
                     servicer.Report,
                     request_deserializer=dqn_dot_v1_dot_replay__pb2.Evaluation.FromString,
@@ -421,6 +437,33 @@ class EvaluationService:
     """Hosted by the learner beside WeightService: evaluators report what they measured,
     and the learner decides stop-when-solved from these reports (it steps no env).
     """
+
+    @staticmethod
+    def Begin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dqn.v1.EvaluationService/Begin',
+            dqn_dot_v1_dot_replay__pb2.EvaluationStart.SerializeToString,
+            dqn_dot_v1_dot_replay__pb2.EvaluationAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Report(request,

@@ -23,7 +23,10 @@ pytestmark = pytest.mark.component
 @pytest.fixture
 def learner_server():
     server = WeightServer("127.0.0.1", 0)
-    inbox = EvaluationInbox(lambda: server.publisher.version, threshold=10.0, start_time=0.0)
+    publisher = server.publisher
+    inbox = EvaluationInbox(
+        lambda: publisher.version, threshold=10.0, start_time=0.0, pin=publisher.pin
+    )
     server.server.add_handlers(inbox.handler())
     server.start()
     server.publisher.publish({}, updates=5, env_steps=50)  # version 1
@@ -147,3 +150,33 @@ def test_many_evaluators_reporting_at_once_all_land(learner_server):
     assert sorted({(r.mean * 2) for r in records}) == sorted(
         {float(i + k) for i in range(64) for k in range(5) if (i + k) % 2 == 0}
     )
+
+
+def test_a_version_begun_is_kept_past_the_ring_until_unpinned(learner_server):
+    """The solving version is exported however far behind the newest the evaluator is:
+    Begin pins it; the ring alone keeps only the newest KEPT_VERSIONS."""
+    from learner.weight_service import KEPT_VERSIONS, PINNED_VERSIONS
+
+    server, _ = learner_server
+    publisher = server.publisher
+    with rpc.channel(server.address) as ch:
+        stub = pb_grpc.EvaluationServiceStub(ch)
+        stub.Begin(pb.EvaluationStart(version=2, evaluator="test"), timeout=10)
+        for name, bad in (("version", 0), ("version", 3)):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Begin(pb.EvaluationStart(version=bad), timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details().startswith(f"EvaluationStart.{name}:")
+    for _ in range(KEPT_VERSIONS + 10):
+        publisher.publish({}, updates=1)
+    assert publisher.kept(1) is None  # fell out of the ring
+    pinned = publisher.kept(2)
+    assert pinned is not None and pinned.updates == 10 and pinned.version == 2
+    publisher.unpin(2)
+    assert publisher.kept(2) is None
+    newest = publisher.version
+    assert publisher.pin(newest) and not publisher.pin(1)  # gone: nothing to pin
+    for v in range(newest - PINNED_VERSIONS, newest):
+        publisher.pin(v)
+    assert publisher.kept(newest) is not None  # newest is also in the ring
+    assert len(publisher._pinned) == PINNED_VERSIONS  # bounded, the oldest pin dropped
