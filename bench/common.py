@@ -93,6 +93,9 @@ class ReplayServerProcess:
             "0",
             "--ready-file",
             str(self.ready),
+            # throughput benches push with nobody sampling: no replay ratio unless asked
+            "--replay.samples-per-insert",
+            "0",
             *flags,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("DQN_")}  # hermetic

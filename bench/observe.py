@@ -45,7 +45,9 @@ def bench_scrape(scrapes: int) -> tuple[float, float]:
     from dqn.v1 import replay_pb2_grpc as pb_grpc
     from replay_server.server import ReplayServer
 
-    server = ReplayServer(build({"replay": {"capacity": 100_000}}), (4,), 2)
+    server = ReplayServer(
+        build({"replay": {"capacity": 100_000, "samples_per_insert": 0}}), (4,), 2
+    )
     server.start()
     try:
         with rpc.channel(server.address) as channel:

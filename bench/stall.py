@@ -158,6 +158,7 @@ def run_case(kind: str, obs_shape, calls: int, capacity: int = 20_000) -> dict:
                 "port": 0,
                 "prioritized": kind == "priorities",
                 "max_batch_transitions": 256,
+                "samples_per_insert": 0,  # pushes and samples measured apart
             }
         }
     )

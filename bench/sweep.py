@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,9 +31,22 @@ if str(ROOT) not in sys.path:
 from bench.compare_runs import run_once  # noqa: E402
 
 
-def one_run(flags: list[str], seed: int, run_dir: Path) -> dict:
+def held(run_dir: Path, episodes: int) -> float | None:
+    """Mean of ``dqn evaluate RUN_DIR --episodes N`` (other seeds than the run's): does
+    the solved policy hold?"""
+    if episodes <= 0:
+        return None
+    cmd = [sys.executable, "-m", "dqn.cli", "evaluate", str(run_dir), "--json"]
+    out = subprocess.run(
+        [*cmd, "--episodes", str(episodes)], cwd=ROOT, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])["mean"] if out.returncode == 0 else None
+
+
+def one_run(flags: list[str], seed: int, run_dir: Path, evaluate: int = 0) -> dict:
     s = run_once(ROOT, ["--seed", str(seed), *flags], run_dir)["summary"]
     return {
+        "evaluate_mean": held(run_dir, evaluate),
         "seed": seed,
         "solved": s["solved"],
         "seconds_to_solve": s["seconds_to_solve"],
@@ -53,7 +67,12 @@ def summarize(runs: list[dict]) -> dict:
         "median_env_steps": statistics.median(steps),
         "spread": max(steps) / min(steps) if min(steps) > 0 else inf,
         "samples_per_insert": statistics.median(r["samples_per_insert"] or 0.0 for r in runs),
+        "evaluate_min": min((r["evaluate_mean"] for r in runs), default=None, key=_none_low),
     }
+
+
+def _none_low(x):
+    return -math.inf if x is None else x
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--setting", action="append", required=True, metavar="NAME=FLAGS")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "sweep.json"))
+    p.add_argument(
+        "--evaluate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after each run, `dqn evaluate --episodes N` its policy (0 = no)",
+    )
     p.add_argument("common", nargs="*", help="after --: flags for every run")
     args = p.parse_args(argv)
     settings = {name: flags.split() for name, flags in (s.split("=", 1) for s in args.setting)}
@@ -68,19 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for name, flags in settings.items():
-                r = one_run([*args.common, *flags], seed, Path(tmp) / f"{name}-{seed}")
+                run_dir = Path(tmp) / f"{name}-{seed}"
+                r = one_run([*args.common, *flags], seed, run_dir, args.evaluate)
                 runs[name].append(r)
                 print(
                     f"{name} seed {seed}: solved={r['solved']} {r['seconds_to_solve']} s, "
-                    f"{r['env_steps_to_solve']} env steps, spi {r['samples_per_insert']:.1f}",
+                    f"{r['env_steps_to_solve']} env steps, spi {r['samples_per_insert']:.1f}"
+                    + (f", evaluate {r['evaluate_mean']}" if args.evaluate else ""),
                     flush=True,
                 )
     table = {name: {"runs": rs, **summarize(rs)} for name, rs in runs.items()}
-    print(f"\n{'setting':>16} solved  median s  median env steps  spread  spi")
+    print(f"\n{'setting':>16} solved  median s  median env steps  spread  spi  held (min)")
     for name, t in table.items():
         print(
             f"{name:>16} {t['solved']:>3}/{len(args.seeds)} {t['median_seconds']:9.1f} "
             f"{t['median_env_steps']:17,.0f} {t['spread']:7.2f} {t['samples_per_insert']:4.1f}"
+            f"  {t['evaluate_min']}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

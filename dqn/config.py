@@ -213,11 +213,15 @@ class ReplayConfig(_Section):
     capacity: int = opt(100_000, "transitions held; older ones are overwritten", ge=1)
     min_size: int = opt(1_000, "transitions stored before the first sample", ge=1)
     samples_per_insert: float = opt(
-        0.0, "target sampled/inserted transitions ratio; 0 switches the rate limiter off", ge=0
+        32.0,
+        "replay ratio kept: sampled / inserted transitions (the learner waits when ahead, "
+        "the actors are slowed when ahead); 0 switches the rate limiter off",
+        ge=0,
     )
     spi_tolerance: float = opt(
         0.0,
-        "allowed drift from samples_per_insert, in sampled transitions (band width / 2)",
+        "allowed drift from samples_per_insert, in sampled transitions (band width / 2); "
+        "0 = twice one sample call or one pushed batch, whichever is larger",
         ge=0,
     )
     max_batch_transitions: int = opt(4_096, "largest accepted TransitionBatch", ge=1)
@@ -433,18 +437,25 @@ class Config:
 
     def __post_init__(self) -> None:
         r = self.replay
-        if r.samples_per_insert > 0:
-            # The band must let a whole sample call and a whole pushed batch through,
-            # otherwise sampler and pushers can wait on each other forever.
-            need = max(
-                self.learner.batch_size * self.learner.batches_per_call,
-                r.samples_per_insert * self.actors.push_every,
-            )
+        if r.samples_per_insert > 0 and r.spi_tolerance > 0:
+            need = self._spi_need()
             if r.spi_tolerance < need:
                 raise ConfigError(
                     f"replay.spi_tolerance: {r.spi_tolerance} would deadlock; it must be at "
                     f"least one sample call or one pushed batch ({need:g} sampled transitions)"
                 )
+
+    def _spi_need(self) -> float:
+        """The narrowest band that lets a whole sample call and a whole pushed batch
+        through (narrower, sampler and pushers could wait on each other forever)."""
+        return max(
+            self.learner.batch_size * self.learner.batches_per_call,
+            self.replay.samples_per_insert * self.actors.push_every,
+        )
+
+    def spi_tolerance(self) -> float:
+        """``replay.spi_tolerance``, or when 0 twice the narrowest band that works."""
+        return self.replay.spi_tolerance or 2 * self._spi_need()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

@@ -86,7 +86,7 @@ class ReplayServer:
         limiter = RateLimiter(
             r.min_size,
             r.samples_per_insert,
-            r.spi_tolerance,
+            config.spi_tolerance(),
             max_sample=config.learner.batch_size * config.learner.batches_per_call,
             max_insert=config.actors.push_every,
         )

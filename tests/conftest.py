@@ -25,7 +25,15 @@ def replay_server_factory():
 
     def start(obs_shape=(4,), n_actions=2, obs_dtype=None, **fields):
         sections = {k: fields.pop(k) for k in list(fields) if isinstance(fields[k], dict)}
-        replay = {"capacity": 1_000, "min_size": 1, "host": "127.0.0.1", "port": 0, **fields}
+        # no replay ratio unless a test asks: most push without anyone sampling
+        replay = {
+            "capacity": 1_000,
+            "min_size": 1,
+            "host": "127.0.0.1",
+            "port": 0,
+            "samples_per_insert": 0.0,
+            **fields,
+        }
         config = make_config(replay=replay, **sections)
         server = ReplayServer(config, obs_shape, n_actions, obs_dtype=obs_dtype)
         servers.append(server)

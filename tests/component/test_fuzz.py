@@ -287,6 +287,7 @@ def disposable_harness():
                 "max_batch_transitions": MAX_BATCH,
                 "host": "127.0.0.1",
                 "port": 0,
+                "samples_per_insert": 0,  # pushes with nobody sampling
             }
         }
     )

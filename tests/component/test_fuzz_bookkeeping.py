@@ -40,7 +40,8 @@ FUZZ = settings(
 
 @contextlib.contextmanager
 def server(obs_shape=(4,), obs_dtype=None, **replay):
-    fields = {"capacity": 64, "min_size": 1, "host": "127.0.0.1", "port": 0, **replay}
+    fields = {"capacity": 64, "min_size": 1, "host": "127.0.0.1", "port": 0}
+    fields |= {"samples_per_insert": 0, **replay}  # no replay ratio unless asked
     s = ReplayServer(build({"replay": fields}), obs_shape, 2, obs_dtype=obs_dtype)
     s.start()
     rpc.wait_ready(s.address, timeout=60)  # generous: the machine may be loaded

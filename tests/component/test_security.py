@@ -40,7 +40,7 @@ def _batch(seq: int = 1, n: int = 4) -> pb.PushRequest:
 
 
 def _replay(security: Security) -> ReplayServer:
-    config = build({"replay": {"capacity": 100, "min_size": 1}})
+    config = build({"replay": {"capacity": 100, "min_size": 1, "samples_per_insert": 0}})
     server = ReplayServer(config, (4,), 2, security=security)
     server.start()
     return server

@@ -28,7 +28,7 @@ def test_actor_streams_any_env_by_id(env_id):
     config = build(
         {
             "env": {"id": env_id},
-            "replay": {"min_size": 10},
+            "replay": {"min_size": 10, "samples_per_insert": 0},  # nobody samples
             "actors": {"envs_per_actor": 3, "push_every": 16},
         }
     )

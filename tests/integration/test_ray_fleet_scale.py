@@ -60,6 +60,9 @@ def test_48_ray_actors_all_act_with_the_learners_weights(tmp_path):
         "8",
         "--learner.publish-every",
         "50",
+        # every actor pushing freely: the fleet's freshness, not the replay ratio's pace
+        "--replay.samples-per-insert",
+        "0",
         "--run.stop-when-solved",
         "false",
         "--max-seconds",

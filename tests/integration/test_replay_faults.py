@@ -55,6 +55,7 @@ class ReplayProcess:
         args = [
             *("replay-server", "--replay.host", "127.0.0.1", "--replay.port", str(self.port)),
             *("--replay.checkpoint-path", str(self.ckpt), "--replay.min-size", "1"),
+            *("--replay.samples-per-insert", "0"),  # writers push, nobody samples
             *("--replay.checkpoint-every-seconds", str(self.every), "--ready-file", str(ready)),
         ]
         with open(self.log, "a") as log:
