@@ -107,14 +107,20 @@ class Reporter:
         self._counts: tuple[int, int] | None = None  # replay (inserted, sampled) last time
 
     def _recent_ratio(self, figures: dict) -> float | None:
-        """Sampled / inserted since the previous report (``replay_counts``: the replay
-        server's (inserted, sampled)); None before two reports or with nothing inserted."""
-        counts, before = figures.pop("replay_counts", None), self._counts
-        self._counts = counts
-        if counts is None or before is None or counts[0] < before[0]:  # restarted server
+        """Sampled / inserted since the previous report that saw inserts, or since the
+        start (``replay_counts``: the replay server's (inserted, sampled)); None while
+        nothing was inserted since."""
+        counts = figures.pop("replay_counts", None)
+        if counts is None:
             return None
+        before = self._counts or (0, 0)
+        if counts[0] < before[0] or counts[1] < before[1]:  # a restarted server
+            before = (0, 0)
         inserted, sampled = counts[0] - before[0], counts[1] - before[1]
-        return sampled / inserted if inserted > 0 else None
+        if inserted <= 0:
+            return None  # keep the mark: the next report spans this interval too
+        self._counts = counts
+        return sampled / inserted
 
     def report(self, figures: dict, elapsed: float, final: bool = False) -> str:
         figures = {**figures, "spi_recent": self._recent_ratio(dict(figures))}

@@ -51,7 +51,8 @@ def test_the_recent_replay_ratio_is_that_of_the_interval(capsys):
     sink = _Sink()
     reporter = Reporter(sink, lambda: {}, lambda: [])
     first = reporter.report(_figures(1_000, 1_000), 1.0)
-    assert "spi" not in first  # one report: no interval yet
+    assert "spi 1.0" in first  # the first interval: since the start
+    assert "spi" not in reporter.report(_figures(1_000, 1_500), 1.5)  # nothing inserted
     line = reporter.report(_figures(2_000, 9_000), 2.0)  # +1,000 inserted, +8,000 sampled
     assert "lag 1.0 spi 8.0" in line
     kind, step, record = sink.logged[-1]
@@ -61,8 +62,12 @@ def test_the_recent_replay_ratio_is_that_of_the_interval(capsys):
     assert sink.tb[-1][1]["replay/samples_per_insert_recent"] == 8.0
     series = {s.name: s.value for s in reporter.series()}
     assert series["dqn_learner_samples_per_insert_recent"] == 8.0
-    # a restarted replay server (counts went down): unknown, not negative
-    reporter.report(_figures(10, 10), 3.0)
+    # a restarted replay server (counts went down): counted from its start again
+    reporter.report(_figures(10, 30), 3.0)
+    assert {s.name: s.value for s in reporter.series()}[
+        "dqn_learner_samples_per_insert_recent"
+    ] == 3.0  # fmt: skip
+    reporter.report({**_figures(10, 30), "replay_counts": None}, 4.0)  # no Info yet
     assert math.isnan({s.name: s.value for s in reporter.series()}[
         "dqn_learner_samples_per_insert_recent"
     ])  # fmt: skip
