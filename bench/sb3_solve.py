@@ -1,6 +1,7 @@
-"""Stable-Baselines3 DQN on CartPole-v1 with the rl-baselines3-zoo tuned hyperparameters,
-timed like `dqn train`: seconds from this process's start to the evaluation that
-reaches the threshold (greedy mean over the same number of episodes, same evaluator).
+"""Stable-Baselines3 DQN with the rl-baselines3-zoo tuned hyperparameters (CartPole-v1,
+Acrobot-v1, MountainCar-v0), timed like `dqn train`: seconds from this process's start
+to the evaluation that reaches the threshold (greedy mean over the same number of
+episodes, same evaluator).
 
     .venv/bin/python bench/sb3_solve.py --seed 1 --out summary.json
         [--max-seconds 300] [--max-env-steps 500000] [--eval-every 1024] [--eval-episodes 20]
@@ -40,6 +41,39 @@ ZOO_CARTPOLE = {
     "exploration_final_eps": 0.04,
     "net_arch": [256, 256],
 }
+# The same file's "Tuned" Acrobot-v1 and MountainCar-v0 (gradient_steps -1: as many
+# gradient steps as env steps collected since the last training).
+ZOO = {
+    "CartPole-v1": ZOO_CARTPOLE,
+    "Acrobot-v1": {
+        "n_timesteps": 100_000,
+        "learning_rate": 6.3e-4,
+        "batch_size": 128,
+        "buffer_size": 50_000,
+        "learning_starts": 0,
+        "gamma": 0.99,
+        "target_update_interval": 250,
+        "train_freq": 4,
+        "gradient_steps": -1,
+        "exploration_fraction": 0.12,
+        "exploration_final_eps": 0.1,
+        "net_arch": [256, 256],
+    },
+    "MountainCar-v0": {
+        "n_timesteps": 120_000,
+        "learning_rate": 4e-3,
+        "batch_size": 128,
+        "buffer_size": 10_000,
+        "learning_starts": 1000,
+        "gamma": 0.98,
+        "target_update_interval": 600,
+        "train_freq": 16,
+        "gradient_steps": 8,
+        "exploration_fraction": 0.2,
+        "exploration_final_eps": 0.07,
+        "net_arch": [256, 256],
+    },
+}
 
 
 def main() -> int:
@@ -70,7 +104,9 @@ def main() -> int:
 
     torch.set_num_threads(args.torch_threads)
     threshold = env_spec(EnvConfig(id=args.env)).reward_threshold
-    hp = dict(ZOO_CARTPOLE)
+    if args.env not in ZOO:
+        parser.error(f"--env: rl-zoo hyperparameters are here for {', '.join(ZOO)} only")
+    hp = dict(ZOO[args.env])
     # The zoo's schedule decays epsilon over 16% of 50k steps; keep that length in env
     # steps although the budget is larger (a fraction of the budget would stretch it).
     fraction = hp["exploration_fraction"] * hp["n_timesteps"] / args.max_env_steps
