@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,8 +45,9 @@ def test_metrics_curve_and_tensorboard_during_a_run(tmp_path):
         for line in proc.stdout:
             lines.append(line)
             watch = watch or ("watch: tensorboard --logdir" in line and "/metrics" in line)
-            learning = learning or (
-                " loss " in line and "loss nan" not in line and "return(20) None" not in line
+            # figures not known yet show "-": a number after both means learning is on
+            learning = learning or bool(
+                re.search(r"return\(20\) -?\d", line) and re.search(r"\| loss \d", line)
             )
             if watch and learning:
                 break
