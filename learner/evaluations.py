@@ -5,6 +5,8 @@ returns whose mean and std are the reported ones) and refused with
 ``INVALID_ARGUMENT`` naming the field otherwise; a valid one is queued for the
 learner's thread, which records it and decides stop-when-solved (:meth:`take`). The
 ack says whether it solved and whether the run is ending, so an evaluator can stop.
+``Begin`` (before playing) pins the version's weights in the publisher until its
+report is recorded, so the solving version can be exported however far behind it is.
 """
 
 from __future__ import annotations
