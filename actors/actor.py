@@ -21,9 +21,11 @@ from actors import epsilon as schedules
 from actors.adder import TransitionAdder
 from actors.policy import EpsilonGreedy, build_policy
 from actors.priority import td_priorities
+from dqn import seeding
 from dqn.config import Config
 from dqn.envs import describe, make_vector_env, wire_dtype
 from dqn.security import Security
+from dqn.signals import stop_on_signals
 
 log = logging.getLogger("actors.actor")
 FIRST_WEIGHTS_TIMEOUT_S = 30.0
@@ -39,7 +41,7 @@ class Actor:
         self.num_envs = a.envs_per_actor
         self.writer = writer
         self.weights = weight_client
-        self.seed = config.run.seed * 100_003 + actor_id * 1_009
+        self.seed = seeding.derive(config.run.seed, "actor", actor_id)
         self.rng = np.random.default_rng(self.seed)
         self.env = make_vector_env(config.env, self.num_envs, seed=self.seed)
         obs_shape = self.env.single_observation_space.shape
@@ -149,15 +151,12 @@ def run_actor_process(
     security: Security | None = None,
 ) -> None:
     """Entry of a plain-process actor (no Ray): runs until SIGTERM/SIGINT."""
-    import signal
 
     from actors.replay_client import GrpcReplayWriter
     from actors.weight_client import GrpcWeightClient
 
     stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     mb = config.replay.max_message_mb
     writer = GrpcReplayWriter(replay_address, max_message_mb=mb, security=security)
     weights = GrpcWeightClient(weights_address, max_message_mb=mb, security=security)

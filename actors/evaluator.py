@@ -24,16 +24,16 @@ import grpc
 import numpy as np
 
 from actors.policy import build_policy
-from dqn import rpc
+from dqn import rpc, seeding
 from dqn.config import Config, EvalConfig
 from dqn.envs import make_vector_env
 from dqn.retry import Backoff, retry_delay
 from dqn.security import Security
+from dqn.signals import stop_on_signals
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 
 log = logging.getLogger("actors.evaluator")
-EVAL_SEED_OFFSET = 1_000_003  # evaluation envs draw apart from every actor's
 REPORT_TIMEOUT_S = 10.0
 REPORT_TRIES = 5
 
@@ -66,7 +66,7 @@ class GreedyEvaluator:
 
     def __init__(self, config: Config):
         self.episodes = config.eval.episodes
-        self.seed = config.run.seed + EVAL_SEED_OFFSET
+        self.seed = seeding.derive(config.run.seed, "evaluator")
         self.env = make_vector_env(config.env, self.episodes, seed=self.seed)
         self.calls = 0
 
@@ -157,7 +157,6 @@ def run_evaluator(
 ) -> int:
     """Evaluate until ``stop`` is set (or SIGTERM/SIGINT in a plain process); returns
     the number of evaluations reported."""
-    import signal
 
     from actors.weight_client import GrpcWeightClient
 
@@ -167,9 +166,7 @@ def run_evaluator(
         # thread, not Ray's own); on other systems the process.
         with contextlib.suppress(OSError):
             os.nice(config.eval.nice)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     mb = config.replay.max_message_mb
     weights = GrpcWeightClient(learner_address, max_message_mb=mb, security=security)
     reporter = EvaluationReporter(learner_address, mb, security)

@@ -83,7 +83,7 @@ class ReplayServerProcess:
         cmd = [
             sys.executable,
             "-m",
-            "dqn.cli",
+            "deploy.cli",
             "replay-server",
             "--log-level",
             "WARNING",

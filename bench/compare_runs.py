@@ -28,7 +28,8 @@ from pathlib import Path
 
 def run_once(tree: Path, args: list[str], run_dir: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "dqn.cli", "train", "--run-dir", str(run_dir), *args]
+    cli = "deploy.cli" if (tree / "deploy" / "cli.py").exists() else "dqn.cli"  # older trees
+    cmd = [sys.executable, "-m", cli, "train", "--run-dir", str(run_dir), *args]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

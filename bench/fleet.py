@@ -217,11 +217,11 @@ def measure(info: _Info, n: int, seconds: float, pids=lambda: [], timeout: float
 
 def run(args) -> dict:
 
+    from deploy.cli import build_parser, load_config
     from dqn import config as config_mod
-    from dqn.cli import build_parser, load_config
     from dqn.envs import env_spec
     from dqn.networks import build_q_network
-    from learner.weight_service import WeightServer
+    from learner.weight_server import WeightServer
 
     parsed = build_parser().parse_args(
         ["actors", "--replay-address", "-", "--weights-address", "-", *args.extra]

@@ -7,7 +7,7 @@ servers share no GIL):
 
 * the replay server is ``dqn replay-server`` (CartPole-v1 shapes, capacity 100k,
   min_size 1000, rate limiter off), prefilled to min_size; the weight server is
-  :class:`learner.weight_service.WeightServer` in a small runner (this file with
+  :class:`learner.weight_server.WeightServer` in a small runner (this file with
   ``_serve-weights``) that publishes the real CartPole MLP's weights (perturbed each
   time) through its publisher whenever the learner side asks, and reports when;
 * N simulated actors (grpc.aio, many per process, in ``--actor-processes`` processes),
@@ -192,7 +192,7 @@ def serve_weights_main(ready_file: str, token_file: str, seed: int) -> int:
     from dqn.config import NetworkConfig
     from dqn.networks import build_q_network
     from dqn.security import Security
-    from learner.weight_service import WeightServer
+    from learner.weight_server import WeightServer
 
     torch.manual_seed(seed)
     state = build_q_network(OBS_SHAPE, N_ACTIONS, NetworkConfig()).state_dict()

@@ -4,7 +4,7 @@ resident on the device and on batches from a live replay server over gRPC.
     .venv/bin/python bench/learner.py [--seconds 3] [--repeats 3] [--batch-sizes 128 256 1024]
         [--batches-per-call 16] [--quick]
 
-The update is the learner's own (:class:`learner.dqn.DQNUpdate`, default network and
+The update is the learner's own (:class:`learner.q_learning.DQNUpdate`, default network and
 hyperparameters); the graph mode is :class:`learner.cuda_graph.CapturedUpdate`.
 "random" feeds a pool of batches already on the device; "live" starts ``dqn
 replay-server``, fills it with 100k CartPole-shaped transitions and feeds the learner
@@ -50,7 +50,7 @@ def _learner(device, batch_size: int, graph: bool):
     from dqn.config import LearnerConfig, NetworkConfig
     from dqn.networks import build_q_network
     from learner.cuda_graph import CapturedUpdate
-    from learner.dqn import DQNUpdate
+    from learner.q_learning import DQNUpdate
 
     torch.manual_seed(0)
     cfg, net_cfg = LearnerConfig(batch_size=batch_size), NetworkConfig()

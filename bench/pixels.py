@@ -43,7 +43,7 @@ def main() -> int:
     from dqn.envs import make_env, make_vector_env
     from dqn.networks import build_q_network
     from dqn.pixels import ENV_ID
-    from learner.dqn import DQNUpdate
+    from learner.q_learning import DQNUpdate
 
     rng = np.random.default_rng(0)
     plain = CartPoleEnv(render_mode="rgb_array")

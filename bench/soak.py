@@ -547,9 +547,9 @@ def _role(proc, launcher_pid: int) -> str:
     if proc.pid == launcher_pid:
         return "launcher"
     cmd = proc.cmdline()
-    if "dqn.cli" in cmd and "replay-server" in cmd:
+    if "deploy.cli" in cmd and "replay-server" in cmd:
         return "replay"
-    if "dqn.cli" in cmd and "learner" in cmd:
+    if "deploy.cli" in cmd and "learner" in cmd:
         return "learner"
     text = " ".join(cmd)
     if "_RayActor" in text:  # a Ray actor's process title
@@ -710,7 +710,7 @@ def stack_run(args) -> int:
         run_dir = Path(tmp_name) / "run"
         log_path = Path(tmp_name) / "train.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DQN_")}  # hermetic
-        cmd = [sys.executable, "-m", "dqn.cli", "train", "--run.dir", str(run_dir)]
+        cmd = [sys.executable, "-m", "deploy.cli", "train", "--run.dir", str(run_dir)]
         with open(log_path, "wb") as log_file:
             launcher = subprocess.Popen(
                 [*cmd, *_stack_flags(args)],

@@ -48,7 +48,7 @@ def run_ours(seed: int, run_dir: Path, args) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        "dqn.cli",
+        "deploy.cli",
         "train",
         "--env",
         args.env,

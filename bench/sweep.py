@@ -36,7 +36,7 @@ def held(run_dir: Path, episodes: int) -> float | None:
     the solved policy hold?"""
     if episodes <= 0:
         return None
-    cmd = [sys.executable, "-m", "dqn.cli", "evaluate", str(run_dir), "--json"]
+    cmd = [sys.executable, "-m", "deploy.cli", "evaluate", str(run_dir), "--json"]
     out = subprocess.run(
         [*cmd, "--episodes", str(episodes)], cwd=ROOT, capture_output=True, text=True
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import threading
 import time
 
@@ -22,6 +21,7 @@ import grpc
 from dqn import rpc
 from dqn.config import Config
 from dqn.security import Security
+from dqn.signals import stop_on_signals
 from dqn.v1 import fleet_pb2 as pb
 from dqn.v1 import fleet_pb2_grpc as pb_grpc
 
@@ -156,8 +156,7 @@ def run_fleet(
     reconcile_seconds: float = 1.0,
 ) -> int:
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     runner = config.actors.runner
     fleet = make_fleet(config, replay_address, weights_address, ray_address, security)
     fleet.start(0, evaluator=True)  # the actors come with the first reconcile

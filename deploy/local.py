@@ -39,6 +39,7 @@ from dqn import config as config_mod
 from dqn import rpc
 from dqn import security as security_mod
 from dqn.config import Config
+from dqn.files import atomic_write_json
 
 log = logging.getLogger("deploy.local")
 MAX_REPLAY_RESTARTS = 5
@@ -71,7 +72,7 @@ class _PeakRSS:
 
 def _spawn(args: list[str]) -> subprocess.Popen:
     """A `dqn` subcommand as a child process sharing our stdout/stderr."""
-    return subprocess.Popen([sys.executable, "-m", "dqn.cli", *args])
+    return subprocess.Popen([sys.executable, "-m", "deploy.cli", *args])
 
 
 def _with_replay_checkpoint(config: Config, run_dir: Path, resume: bool) -> Config:
@@ -276,7 +277,7 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         summary["peak_rss_mb"] = round(peak_bytes / rpc.MiB, 1)
-        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(summary_path, summary)
         print(
             f"summary: solved={summary['solved']} seconds_to_solve="
             f"{summary['seconds_to_solve']} env_steps_to_solve={summary['env_steps_to_solve']}"

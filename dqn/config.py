@@ -561,4 +561,6 @@ def iter_fields():
 
 
 def save(config: Config, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    from dqn.files import atomic_write_json
+
+    atomic_write_json(path, config.to_dict())

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from dqn.files import atomic_write_text
 from dqn.security import (
     OPEN_METHODS_PREFIX,
     Security,
@@ -417,13 +418,9 @@ def wait_ready(address: str, timeout: float = 30.0, security: Security | None = 
 
 
 def write_ready_file(path: str | os.PathLike | None, **info) -> None:
-    """Atomically write ``info`` as JSON (temp file + rename), telling a parent we are up."""
-    if not path:
-        return
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, path)
+    """Atomically write ``info`` as JSON, telling a parent we are up."""
+    if path:
+        atomic_write_text(path, json.dumps(info))
 
 
 def read_ready_file(path: str | os.PathLike, timeout: float, alive=lambda: True) -> dict:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
+from dqn.files import atomic_write_with
+
 
 def save(path: str | os.PathLike, state: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 def load(path: str | os.PathLike, device: torch.device) -> dict:
@@ -25,7 +25,7 @@ def load(path: str | os.PathLike, device: torch.device) -> dict:
 
 
 def write(path: Path, update, progress, metrics, config) -> None:
-    """The learner's checkpoint: ``update`` (a learner.dqn.DQNUpdate), its
+    """The learner's checkpoint: ``update`` (a learner.q_learning.DQNUpdate), its
     ``learner.records.Progress``, the newest episodes of its ``metrics``, the config."""
     save(
         path,

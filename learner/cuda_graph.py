@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from dqn.interfaces import TRANSITION_COLUMNS
-from learner.dqn import DQNUpdate
+from learner.q_learning import DQNUpdate
 
 
 class CapturedUpdate:

@@ -12,7 +12,6 @@ serves Prometheus ``/metrics`` on ``--learner.metrics-port`` (:mod:`learner.repo
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -23,8 +22,9 @@ import numpy as np
 import torch
 
 from dqn import config as config_mod
-from dqn import rpc
+from dqn import rpc, seeding
 from dqn.config import Config
+from dqn.files import atomic_write_json
 from dqn.networks import build_q_network
 from dqn.security import Security
 from dqn.telemetry import MetricsEndpoint
@@ -32,16 +32,16 @@ from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from learner import checkpoint
 from learner.cuda_graph import CapturedUpdate
-from learner.dqn import DQNUpdate, pick_device
 from learner.evaluations import EvaluationInbox
 from learner.metrics import Metrics
 from learner.policy_export import export_policy, export_solving
 from learner.priority_sender import PrioritySender
+from learner.q_learning import DQNUpdate, pick_device
 from learner.records import EvalRecord, Progress
 from learner.reporter import Reporter
 from learner.sampler import PrefetchingSampler
 from learner.schedule import Schedule
-from learner.weight_service import WeightServer, weight_series
+from learner.weight_server import WeightServer, weight_series
 
 log = logging.getLogger("learner")
 
@@ -63,7 +63,7 @@ class Learner:
         self.num_actors = num_actors if num_actors is not None else config.actors.num_actors
         self.device = pick_device(lc.device)
         torch.set_num_threads(lc.threads)
-        torch.manual_seed(config.run.seed)
+        torch.manual_seed(seeding.derive(config.run.seed, "learner"))
         self.obs_shape, self.n_actions = config.env.obs_shape, config.env.n_actions
         self.threshold = config.env.solve_threshold
         self.run_dir = Path(config.run.dir)
@@ -332,7 +332,7 @@ class Learner:
         self.inbox.done = True
         self.save_checkpoint()
         summary = self._summary(reason)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(self.run_dir / "summary.json", summary)
         self.metrics.plot(*self._curve_args(), p.evals)
         return summary
 

@@ -8,11 +8,11 @@ no env; ``tests/integration/test_env_ids.py`` checks it).
 from __future__ import annotations
 
 import logging
-import signal
 
 from dqn import rpc
 from dqn.config import Config
 from dqn.security import Security
+from dqn.signals import stop_on_signals
 from learner.learner import Learner, pick_device
 from learner.policy_export import export_policy
 
@@ -39,8 +39,7 @@ def serve(
         num_actors=num_actors,
         security=security,
     )
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: learner.stop_event.set())
+    stop_on_signals(learner.stop_event)
     address = learner.start()
     rpc.write_ready_file(
         ready_file,

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dqn.files import atomic_write_with
+
 EPISODES_KEPT = 100_000
 # Evaluations kept for the curve and the checkpoint. An eval every 250 updates is
 # several a second on a fast learner (~7,000 an hour), so the history is thinned
@@ -279,9 +281,7 @@ def plot_curve(
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(path)
+    atomic_write_with(path, fig.savefig, suffix=".png")
     # A Figure is a web of reference cycles (artists <-> axes <-> transforms), so only a
     # full (generation 2) collection frees it, and in the learner's heap (~400k objects)
     # that ran only every ~20 drawings: with 30k episodes on the curve ~7 MiB each stayed

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dqn.config import ConfigError
+from dqn.files import atomic_open
 from dqn.interfaces import TRANSITION_COLUMNS as COLUMNS
 from dqn.v1 import replay_pb2 as pb
 from replay_server.rate_limiter import RateLimiter
@@ -138,34 +139,17 @@ def _from_meta(meta: dict, columns: dict[str, np.ndarray]) -> ReplayState:
     )
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(path: str | os.PathLike, state: ReplayState) -> None:
     """Write ``state`` to ``path`` atomically (see the module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                meta=np.array(json.dumps(_meta(state))),
-                **state.columns,
-                **(state.priorities or {}),
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path) as f:
+        np.savez(
+            f,
+            meta=np.array(json.dumps(_meta(state))),
+            **state.columns,
+            **(state.priorities or {}),
+        )
 
 
 def load(path: str | os.PathLike) -> ReplayState:

@@ -6,16 +6,16 @@ the config's env spec (``env.obs_shape``, ``env.obs_dtype``, ``env.n_actions``).
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-from dqn import rpc
+from dqn import rpc, seeding
 from dqn.config import Config
 from dqn.security import Security
+from dqn.signals import stop_on_signals
 from dqn.telemetry import MetricsEndpoint
 from dqn.v1 import replay_pb2 as pb
 from replay_server import checkpoint
@@ -94,7 +94,7 @@ class ReplayServer:
             storage,
             spec,
             limiter,
-            np.random.default_rng(config.run.seed + 7919),
+            np.random.default_rng(seeding.derive(config.run.seed, "replay")),
             priorities=(
                 Priorities(r.capacity, r.priority_alpha, r.priority_eps) if r.prioritized else None
             ),
@@ -188,8 +188,7 @@ def serve(config: Config, ready_file: str | None = None, security: Security | No
     server = ReplayServer(config, security=security)
     port = server.start()
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop_on_signals(stop)
     rpc.write_ready_file(
         ready_file,
         address=f"{config.replay.host}:{port}",

@@ -53,7 +53,7 @@ def replay_server(replay_server_factory):
 
 @pytest.fixture
 def weight_server():
-    from learner.weight_service import WeightServer
+    from learner.weight_server import WeightServer
 
     server = WeightServer("127.0.0.1", 0)
     server.start()

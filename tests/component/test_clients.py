@@ -19,7 +19,7 @@ from dqn import weights as weights_codec
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from learner.sampler import PrefetchingSampler
-from learner.weight_service import SERVICE_NAME as WEIGHTS_SERVICE
+from learner.weight_server import SERVICE_NAME as WEIGHTS_SERVICE
 from tests.component._helpers import columns_for, info, make_batch, push, replay_stub
 
 pytestmark = pytest.mark.component

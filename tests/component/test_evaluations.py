@@ -15,7 +15,7 @@ from dqn import rpc
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
 from learner.evaluations import SERVICE_NAME, EvaluationInbox
-from learner.weight_service import WeightServer
+from learner.weight_server import WeightServer
 
 pytestmark = pytest.mark.component
 
@@ -155,7 +155,7 @@ def test_many_evaluators_reporting_at_once_all_land(learner_server):
 def test_a_version_begun_is_kept_past_the_ring_until_unpinned(learner_server):
     """The solving version is exported however far behind the newest the evaluator is:
     Begin pins it; the ring alone keeps only the newest KEPT_VERSIONS."""
-    from learner.weight_service import KEPT_VERSIONS, PINNED_VERSIONS
+    from learner.weight_server import KEPT_VERSIONS, PINNED_VERSIONS
 
     server, _ = learner_server
     publisher = server.publisher

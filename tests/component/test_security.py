@@ -20,7 +20,7 @@ from dqn.config import SecurityConfig, build
 from dqn.security import Security, SecurityError, load
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
-from learner.weight_service import WeightServer
+from learner.weight_server import WeightServer
 from replay_server.server import ReplayServer
 
 pytestmark = pytest.mark.component

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
+from deploy.cli import main
 from deploy.video import VideoError, record_video
-from dqn.cli import main
 from dqn.config import Config, NetworkConfig, save
 from dqn.networks import build_q_network
 from learner.main import export_policy

@@ -17,7 +17,7 @@ from dqn import rpc
 from dqn import weights as weights_codec
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
-from learner.weight_service import SERVICE_NAME, WeightServer
+from learner.weight_server import SERVICE_NAME, WeightServer
 
 pytestmark = pytest.mark.component
 

@@ -164,7 +164,7 @@ def test_compose_cluster_trains_scales_and_recovers():
 
     def fleet_status() -> dict:
         out = subprocess.run(
-            [sys.executable, "-m", "dqn.cli", "actors", "status", "--json"],
+            [sys.executable, "-m", "deploy.cli", "actors", "status", "--json"],
             cwd=ROOT,
             env={**os.environ, "DQN_AUTH_TOKEN": token, "DQN_FLEET_ADDRESS": fleet_addr},
             capture_output=True,

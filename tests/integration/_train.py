@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def start_dqn(
     *args: str, env: dict | None = None, stdout=subprocess.PIPE, stderr=subprocess.PIPE
 ) -> subprocess.Popen:
-    """Start ``python -m dqn.cli ARGS`` in a session of its own, so that a test can end
+    """Start ``python -m deploy.cli ARGS`` in a session of its own, so that a test can end
     it and everything it started as one process group."""
     return subprocess.Popen(
-        [sys.executable, "-m", "dqn.cli", *args],
+        [sys.executable, "-m", "deploy.cli", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=stdout,
@@ -32,7 +32,7 @@ def start_dqn(
 
 
 def dqn(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m dqn.cli ARGS``; the result also carries the process's ``pid``."""
+    """Run ``python -m deploy.cli ARGS``; the result also carries the process's ``pid``."""
     with start_dqn(*args) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)

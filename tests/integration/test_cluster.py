@@ -159,7 +159,7 @@ def _alive(proc: subprocess.Popen):
 
 def _fleet(address: str, *args: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "dqn.cli", "actors", *args, "--fleet-address", address, "--json"],
+        [sys.executable, "-m", "deploy.cli", "actors", *args, "--fleet-address", address, "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -269,7 +269,7 @@ def test_fleet_follows_workers_and_scales_while_training_goes_on(tmp_path):
 
         # Bad requests get a precise error and change nothing.
         bad = subprocess.run(
-            [sys.executable, "-m", "dqn.cli", "actors", "scale", "5000", "--fleet-address",
+            [sys.executable, "-m", "deploy.cli", "actors", "scale", "5000", "--fleet-address",
              fleet_addr],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip

@@ -17,7 +17,7 @@ from dqn.config import build
 from dqn.envs import with_spec
 from dqn.v1 import replay_pb2 as pb
 from dqn.v1 import replay_pb2_grpc as pb_grpc
-from learner.weight_service import WeightServer
+from learner.weight_server import WeightServer
 from replay_server.server import ReplayServer
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ def test_learner_and_replay_server_import_neither_ray_nor_gymnasium():
         "import sys, learner.main, replay_server.server; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'gymnasium', 'pygame')]; "
         "assert not bad, bad; "
-        "import dqn.cli; "
+        "import deploy.cli; "
         "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; "
         "assert not bad, bad"
     )

@@ -60,7 +60,7 @@ class ReplayProcess:
         ]
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dqn.cli", *args],
+                [sys.executable, "-m", "deploy.cli", *args],
                 cwd=ROOT,
                 env={**env, "PYTHONUNBUFFERED": "1"},
                 stdout=log,

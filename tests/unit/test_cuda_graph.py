@@ -8,8 +8,8 @@ import torch
 
 from dqn.config import LearnerConfig
 from learner.cuda_graph import CapturedUpdate
-from learner.dqn import DQNUpdate
-from tests.unit.test_learner_dqn import fixed_batch, nets, params
+from learner.q_learning import DQNUpdate
+from tests.unit.test_q_learning import fixed_batch, nets, params
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dqn import cli
+from deploy import cli
 from dqn import config as config_mod
 
 pytestmark = pytest.mark.unit

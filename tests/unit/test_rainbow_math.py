@@ -13,7 +13,7 @@ from dqn import config as config_mod
 from dqn import presets
 from dqn.config import LearnerConfig, NetworkConfig
 from dqn.networks import QNetwork, build_q_network
-from learner.dqn import DQNUpdate, beta_at, importance_weights
+from learner.q_learning import DQNUpdate, beta_at, importance_weights
 
 pytestmark = pytest.mark.unit
 

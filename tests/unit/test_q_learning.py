@@ -1,4 +1,4 @@
-"""learner.dqn: TD targets and the DQN update step."""
+"""learner.q_learning: TD targets and the DQN update step."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 
 from dqn.config import LearnerConfig, NetworkConfig
 from dqn.networks import build_q_network
-from learner.dqn import DQNUpdate, td_targets
+from learner.q_learning import DQNUpdate, td_targets
 
 pytestmark = pytest.mark.unit
 
