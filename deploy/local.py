@@ -164,8 +164,7 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
     # import, an unknown id, a non-Discrete action space... end the command (exit 2)
     # with one line, and the learner and the replay server get its spec, not the env.
     config = with_spec(config)
-    run_dir = Path(config.run.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = config_mod.ensure_run_dir(config.run.dir)
     for stale in run_dir.glob(".*.ready"):
         stale.unlink()
     if not resume:

@@ -154,6 +154,11 @@ class EnvConfig(_Section):
         "Probe1-v0..Probe5-v0 too",
     )
     kwargs: dict = opt({}, "JSON object of keyword arguments for the factory or gym.make")
+    factory: str = opt(
+        "",
+        "a callable returning an Env, by value (base64 of its cloudpickle); dqn.train sets "
+        "it for an env defined in a notebook or script; env.id then only names it",
+    )
     wrappers: tuple[str, ...] = opt(
         (), "import paths 'module:Wrapper' applied in order, each called as Wrapper(env)"
     )
@@ -564,3 +569,22 @@ def save(config: Config, path: str | os.PathLike) -> None:
     from dqn.files import atomic_write_json
 
     atomic_write_json(path, config.to_dict())
+
+
+def ensure_run_dir(path: str | os.PathLike) -> Path:
+    """Create ``run.dir`` (with its parents) and check that it takes files; anything
+    in the way (a file on the path, no permission, a read-only disk) is a
+    :class:`ConfigError` naming ``run.dir``, before any process starts."""
+    run_dir = Path(path)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-check.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (NotADirectoryError, FileExistsError):
+        raise ConfigError(
+            f"run.dir: {str(run_dir)!r} is under or is a file, not a directory"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"run.dir: cannot write to {str(run_dir)!r} ({exc.strerror})") from None
+    return run_dir

@@ -183,6 +183,8 @@ def _make_base(env: EnvConfig, extra: dict) -> gym.Env:
     kwargs = {**env.kwargs, **extra}
     env_id = env.id
     register_envs()
+    if env.factory:
+        return _call_factory(env_id, load_factory(env.factory), kwargs, env.kwargs)
     if ":" in env_id:
         module_name, name = _split_path(env_id, "env.id")
         module = _import_user_module(module_name, "env.id")
@@ -209,6 +211,54 @@ def _make_base(env: EnvConfig, extra: dict) -> gym.Env:
         raise EnvError(
             f"{field}: gym.make({env_id!r}, **{kwargs!r}) raised {_one_line(exc)}"
         ) from None
+
+
+def dump_factory(factory) -> str:
+    """``env.factory`` for a callable: its cloudpickle, by value (so a function or class
+    from ``__main__``, a notebook cell or a module next to the user's script reaches
+    processes that cannot import it), in base64."""
+    import base64
+
+    import cloudpickle
+
+    module = getattr(factory, "__module__", None)
+    by_value = module not in (None, "__main__") and not _installed(module)
+    if by_value:
+        cloudpickle.register_pickle_by_value(sys.modules[module])
+    try:
+        data = cloudpickle.dumps(factory)
+    except Exception as exc:
+        raise EnvError(f"env: cannot pickle {factory!r} ({_one_line(exc)})") from None
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(sys.modules[module])
+    return base64.b64encode(data).decode("ascii")
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` comes from an installed distribution (site-packages) rather
+    than the user's own files, which other processes may not be able to import."""
+    import sysconfig
+
+    top = module.split(".")[0]
+    if top in ("dqn", "actors", "learner", "replay_server", "deploy"):
+        return True
+    path = getattr(sys.modules.get(top), "__file__", None) or ""
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
+    return any(path.startswith(r) for r in roots)
+
+
+def load_factory(blob: str):
+    import base64
+    import pickle
+
+    try:
+        factory = pickle.loads(base64.b64decode(blob.encode("ascii"), validate=True))
+    except Exception as exc:
+        raise EnvError(f"env.factory: cannot unpickle the env factory ({_one_line(exc)})") from None
+    if not callable(factory):
+        raise EnvError(f"env.factory: unpickled {type(factory).__name__}, not a callable")
+    return factory
 
 
 def _call_factory(path: str, factory, kwargs: dict, user_kwargs: dict) -> gym.Env:
