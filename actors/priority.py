@@ -5,13 +5,16 @@ for both the argmax and the value (Double DQN needs a target network it lacks):
 
     |delta| = |r + discount * (1 - terminated) * max_a Q(s', a) - Q(s, a)|
 
-with ``discount = gamma ** m`` from the n-step adder. These are raw priorities; the
-replay server applies ``(|delta| + eps) ** alpha``.
+with ``discount = gamma ** m`` from the n-step adder: :func:`dqn.td.td_targets` (the
+learner's target, in numpy here) with the same Q-values for selection and value. These
+are raw priorities; the replay server applies ``(|delta| + eps) ** alpha``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from dqn.td import action_values, td_targets
 
 
 def _q_values(net, x: np.ndarray) -> np.ndarray:
@@ -36,8 +39,13 @@ def td_priorities(
     """``|n-step TD error|`` ``[N]`` float32 of ``N`` transitions (columns as in the batch)."""
     n = len(action)
     q = _q_values(net, np.concatenate([obs, next_obs])).astype(np.float32, copy=False)
-    q_sa = q[np.arange(n), np.asarray(action, np.int64)]  # one forward pass for both ends
-    next_v = q[n:].max(axis=1)
-    mask = (~np.asarray(terminated, bool)).astype(np.float32)
-    y = np.asarray(reward, np.float32) + np.asarray(discount, np.float32) * mask * next_v
-    return np.abs(y - q_sa).astype(np.float32)
+    q_sa = action_values(q[:n], np.asarray(action, np.int64))  # one forward pass for both ends
+    next_q = q[n:]
+    y = td_targets(
+        np.asarray(reward, np.float32),
+        np.asarray(terminated, bool),
+        np.asarray(discount, np.float32),
+        next_q,
+        next_q,
+    )
+    return np.abs(y - q_sa).astype(np.float32, copy=False)

@@ -1,4 +1,4 @@
-"""The DQN update: Double-DQN targets, Huber loss, Adam, clipping, target updates."""
+"""The DQN update: Double-DQN targets (dqn.td), Huber loss, Adam, clipping, target updates."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn.config import ConfigError, LearnerConfig
+from dqn.td import action_values, td_targets
 
 
 def pick_device(name: str) -> torch.device:
@@ -15,29 +16,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def td_targets(
-    reward: torch.Tensor,
-    terminated: torch.Tensor,
-    discount: torch.Tensor,
-    next_q_online: torch.Tensor,
-    next_q_target: torch.Tensor,
-    double: bool = True,
-) -> torch.Tensor:
-    """Bootstrapped targets ``[B]``.
-
-    ``y = r + discount * (1 - terminated) * Q_target(s', a*)`` with
-    ``a* = argmax_a Q_online(s', a)`` (Double DQN) or ``argmax_a Q_target(s', a)``.
-    reward, terminated, discount: ``[B]``; next_q_online, next_q_target: ``[B, A]``.
-    ``discount`` is ``gamma ** n`` for n-step transitions.
-    """
-    if double:
-        best = next_q_online.argmax(dim=1, keepdim=True)
-    else:
-        best = next_q_target.argmax(dim=1, keepdim=True)
-    next_v = next_q_target.gather(1, best).squeeze(1)
-    return reward + discount * (~terminated).to(reward.dtype) * next_v
 
 
 def beta_at(updates: int, beta0: float, beta_steps: int) -> float:
@@ -92,7 +70,7 @@ class DQNUpdate:
             y = td_targets(
                 reward, terminated, discount, next_q_online, next_q_target, self.cfg.double_dqn
             )  # [B]
-        q = self.online(obs).gather(1, action.unsqueeze(1)).squeeze(1)  # [B]
+        q = action_values(self.online(obs), action)  # [B]
         if "probability" in batch:  # prioritized replay: correct the sampling bias
             beta = beta_at(self.updates, self.cfg.priority_beta0, self.cfg.priority_beta_steps)
             w = importance_weights(batch["probability"], batch["min_probability"], beta)  # [B]

@@ -1,4 +1,4 @@
-"""learner.q_learning: TD targets and the DQN update step."""
+"""dqn.td (the TD targets) and learner.q_learning (the DQN update step)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from torch import nn
 
 from dqn.config import LearnerConfig, NetworkConfig
 from dqn.networks import build_q_network
-from learner.q_learning import DQNUpdate, td_targets
+from dqn.td import td_targets
+from learner.q_learning import DQNUpdate
 
 pytestmark = pytest.mark.unit
 
