@@ -45,6 +45,7 @@ from replay_server.validation import (
 
 MAX_SAMPLE_TRANSITIONS = 1 << 20
 INSERTED, SAMPLED = "inserted", "sampled"  # what a waiting call waits for
+DUPLICATE, ADMIT = "duplicate", "admit"  # a pushed batch's verdict (_admission)
 MAX_PRIORITIZED_SAMPLE = 1 << 16  # rows per Sample on a prioritized server
 EPISODES_KEPT = 10_000
 # Bytes a SampleResponse spends besides its rows (field tags, shapes, counters): a
@@ -242,9 +243,10 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 self._check_admissible(n)
             except BatchError as exc:
                 await self._refuse(context, exc)
-            if not self.book.is_duplicate(batch) and not self._can_insert(n):
-                await self._wait_to_insert(batch, n, context)
-            if self.book.is_duplicate(batch):
+            verdict = self._admission(batch, n)
+            if verdict is None:
+                verdict = await self._wait_to_insert(batch, n, context)
+            if verdict is DUPLICATE:
                 self.duplicates += 1
                 duplicates += 1
                 continue
@@ -257,8 +259,15 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             duplicate_batches=duplicates,
         )
 
-    def _can_insert(self, n: int) -> bool:
-        return self.limiter.can_insert(self.storage.size, n)
+    def _admission(self, batch: pb.TransitionBatch, n: int) -> str | None:
+        """The one dedup and flow-control decision for a batch of ``n`` rows: DUPLICATE
+        (its life has stored this sequence already), ADMIT (new, and the band has room),
+        or None (new, no room yet: wait)."""
+        if self.book.is_duplicate(batch):
+            return DUPLICATE
+        if self.limiter.can_insert(n):
+            return ADMIT
+        return None
 
     def _store(self, batch: pb.TransitionBatch, columns: dict, n: int) -> None:
         """Write a validated, admitted, new batch: one synchronous step."""
@@ -279,10 +288,11 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 self.episodes.append((self.episodes_total, kept))
         self._notify(INSERTED)
 
-    async def _wait_to_insert(self, batch: pb.TransitionBatch, n: int, context) -> None:
-        """Backpressure: hold the push until the band admits it (or it turns out to be
-        a duplicate). At most ``max_waiting_pushers`` wait at once; the next one gets
-        UNAVAILABLE with a retry hint, which the writers honour."""
+    async def _wait_to_insert(self, batch: pb.TransitionBatch, n: int, context) -> str:
+        """Backpressure: hold the push until :meth:`_admission` decides (the band admits
+        it, or it turns out to be a duplicate) and return that verdict. At most
+        ``max_waiting_pushers`` wait at once; the next one gets UNAVAILABLE with a retry
+        hint, which the writers honour."""
         if self.waiting_pushers >= self.max_waiting_pushers:
             await _busy(
                 context,
@@ -294,7 +304,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             # A sample moves the band; a re-send waiting here beside its original is
             # dropped as a duplicate at the same wake-up.
             ok = await self._wait(
-                lambda: self.book.is_duplicate(batch) or self._can_insert(n),
+                lambda: self._admission(batch, n) is not None,
                 SAMPLED,
                 time.monotonic() + MAX_PUSH_WAIT_S,  # a client with no deadline holds
             )  # a waiting place for this long at most
@@ -308,6 +318,7 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                 grpc.StatusCode.UNAVAILABLE,
                 f"replay is rate limited: held back {MAX_PUSH_WAIT_S:g} s without room",
             )
+        return self._admission(batch, n)  # decided: acted on before any other await
 
     # -- Sample -------------------------------------------------------------------
     async def Sample(self, request, context):
