@@ -52,7 +52,9 @@ class RateLimiter:
     def diff(self) -> float:
         return self.spi * self.inserted - self.sampled
 
-    def can_insert(self, size: int, n: int) -> bool:
+    def can_insert(self, n: int) -> bool:
+        """An insert of ``n`` transitions keeps the band (the buffer's size is no part
+        of it: before ``min_size`` every insert is admitted)."""
         if self.spi == 0 or not self._started:
             return True
         return self.diff + self.spi * n <= self.tolerance

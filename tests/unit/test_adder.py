@@ -219,7 +219,7 @@ def test_adder_batches_cannot_deadlock_an_accepted_rate_limiter():
     size, call = 0, learner.batch_size * learner.batches_per_call
     for k, batch in enumerate(writer.batches):
         n = len(codec.decode(batch.action))
-        while not limiter.can_insert(size, n):
+        while not limiter.can_insert(n):
             assert limiter.can_sample(size, call), (
                 f"deadlock at batch {k} of {n} transitions (diff {limiter.diff:g}): "
                 "neither the push nor a sample call fits the band"

@@ -18,7 +18,7 @@ def test_min_size_gates_sampling_only():
     assert "9" in rl.why_not_sample(9, 1)
     assert rl.can_sample(10, 1)
     assert rl.can_sample(10, 1_000)  # batch bigger than the buffer is fine: sampling is uniform
-    assert rl.can_insert(0, 1_000)
+    assert rl.can_insert(1_000)
 
 
 def test_spi_zero_means_no_band():
@@ -28,7 +28,7 @@ def test_spi_zero_means_no_band():
         assert rl.can_sample(2, 10_000)
         rl.record_sample(10_000)
     for size in range(3, 100):
-        assert rl.can_insert(size, 1_000)
+        assert rl.can_insert(1_000)
         rl.record_insert(size, 1_000)
     assert rl.can_sample(2, 10_000)
 
@@ -50,7 +50,7 @@ def test_band_blocks_sampling_when_learner_runs_ahead():
     assert not rl.can_sample(5, 1)  # one more would leave the band
     reason = rl.why_not_sample(5, 1)
     assert "samples-per-insert" in reason and "10 sampled" in reason
-    assert rl.can_insert(5, 10)  # the fleet may catch up
+    assert rl.can_insert(10)  # the fleet may catch up
     rl.record_insert(15, 3)
     assert rl.can_sample(15, 3)
     assert not rl.can_sample(15, 4)
@@ -58,14 +58,14 @@ def test_band_blocks_sampling_when_learner_runs_ahead():
 
 def test_band_blocks_inserts_when_fleet_runs_ahead():
     rl = started_limiter()
-    assert rl.can_insert(5, 10)  # 0 -> +10: at the edge, allowed
+    assert rl.can_insert(10)  # 0 -> +10: at the edge, allowed
     rl.record_insert(15, 10)
     assert rl.diff == 10
-    assert not rl.can_insert(15, 1)
+    assert not rl.can_insert(1)
     assert rl.can_sample(15, 10)  # the learner may catch up
     rl.record_sample(4)
-    assert rl.can_insert(15, 4)
-    assert not rl.can_insert(15, 5)
+    assert rl.can_insert(4)
+    assert not rl.can_insert(5)
 
 
 def test_band_scales_with_samples_per_insert():
@@ -73,10 +73,10 @@ def test_band_scales_with_samples_per_insert():
     rl.record_insert(1, 1)
     rl.record_insert(11, 10)  # diff = 40
     assert rl.diff == 40
-    assert not rl.can_insert(11, 1)
+    assert not rl.can_insert(1)
     rl.record_sample(8)
-    assert rl.can_insert(11, 2)  # 32 + 8 <= 40
-    assert not rl.can_insert(11, 3)  # 32 + 12 > 40
+    assert rl.can_insert(2)  # 32 + 8 <= 40
+    assert not rl.can_insert(3)  # 32 + 12 > 40
 
 
 def test_inserts_before_min_size_are_never_blocked():
@@ -84,7 +84,7 @@ def test_inserts_before_min_size_are_never_blocked():
         min_size=100, samples_per_insert=1.0, tolerance=10, max_sample=10, max_insert=10
     )
     for size in range(10, 100, 10):
-        assert rl.can_insert(size - 10, 10)
+        assert rl.can_insert(10)
         rl.record_insert(size, 10)
     assert not rl.can_sample(90, 1)
 
@@ -140,7 +140,7 @@ def test_accepted_settings_never_deadlock(spi):
     for _ in range(2_000):
         n_ins = int(rng.integers(1, max_insert + 1))
         n_smp = int(rng.integers(1, max_sample + 1))
-        ins, smp = rl.can_insert(size, n_ins), rl.can_sample(size, n_smp)
+        ins, smp = rl.can_insert(n_ins), rl.can_sample(size, n_smp)
         assert ins or smp, (rl.diff, n_ins, n_smp)
         if ins and (not smp or rng.random() < 0.5):
             size += n_ins
