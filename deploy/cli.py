@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any
 
+from deploy.builder import Builder
 from dqn import config as config_mod
 from dqn import presets
 from dqn import security as security_mod
@@ -420,10 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "env-spec":
             return _env_spec(config, args.format)
         if args.command == "evaluator":
-            from actors.evaluator import run_evaluator
-
-            run_evaluator(config, args.weights_address, None, security_mod.load(config.security))
-            return 0
+            return Builder(config).run_evaluator(args.weights_address)
         if args.command in ("replay-server", "learner"):
             config = _with_spec(config, args.command)
         if args.command == "train":
@@ -431,29 +429,19 @@ def main(argv: list[str] | None = None) -> int:
 
             return train(config, resume=args.resume, log_level=args.log_level)
         if args.command == "replay-server":
-            from replay_server.server import serve
-
-            return serve(config, args.ready_file, security_mod.load(config.security))
+            return Builder(config).serve_replay(args.ready_file)
         if args.command == "learner":
-            from learner.main import serve
-
-            return serve(
-                config,
+            return Builder(config).serve_learner(
                 args.replay_address,
                 resume={"yes": True, "auto": "auto", "no": False}[args.resume],
                 ready_file=args.ready_file,
                 start_time=args.start_time,
-                security=security_mod.load(config.security),
             )
         if args.command == "actors":
-            from deploy.fleet_driver import run_fleet
-
-            return run_fleet(
-                config,
+            return Builder(config).run_fleet(
                 args.replay_address,
                 args.weights_address,
                 args.ray_address,
-                security_mod.load(config.security),
                 ready_file=args.ready_file,
             )
     except (config_mod.ConfigError, security_mod.SecurityError) as exc:

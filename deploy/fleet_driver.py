@@ -127,38 +127,18 @@ def serve_control(
     return server
 
 
-def make_fleet(
-    config: Config, replay_address: str, weights_address: str, ray_address: str, security
-):
-    if config.actors.runner == "process":
-        from actors.process_fleet import ProcessFleet
-
-        return ProcessFleet(config, replay_address, weights_address, security)
-    if ray_address != "local":
-        # Joining a multi-node cluster: multi-node mode on (actors.fleet defaults to the
-        # loopback-only local mode) and the nodes' auth rule, before Ray is imported.
-        from deploy.ray_node import ray_env
-
-        os.environ.update(ray_env(dict(os.environ)))
-    from actors.fleet import RayFleet, init_ray
-
-    init_ray(ray_address)
-    return RayFleet(config, replay_address, weights_address, security)
-
-
 def run_fleet(
+    fleet,
     config: Config,
-    replay_address: str,
-    weights_address: str,
-    ray_address: str = "local",
     security: Security | None = None,
     ready_file: str | None = None,
     reconcile_seconds: float = 1.0,
 ) -> int:
+    """Process entry (``dqn actors``): drive ``fleet`` (built by ``deploy.builder``)
+    and serve its control service until SIGTERM/SIGINT."""
     stop = threading.Event()
     stop_on_signals(stop)
     runner = config.actors.runner
-    fleet = make_fleet(config, replay_address, weights_address, ray_address, security)
     fleet.start(0, evaluator=True)  # the actors come with the first reconcile
     controller = FleetController(fleet, config, runner)
     server = serve_control(controller, config, security)

@@ -31,15 +31,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
+from deploy.builder import Builder
 from dqn import config as config_mod
 from dqn import rpc
 from dqn import security as security_mod
 from dqn.config import Config
 from dqn.files import atomic_write_json
+from dqn.signals import restore as restore_signals
+from dqn.signals import stop_on_signals
 
 log = logging.getLogger("deploy.local")
 MAX_REPLAY_RESTARTS = 5
@@ -155,8 +159,47 @@ def _with_cwd_on_path() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([*parts, cwd])
 
 
-def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
-    start_time = psutil.Process().create_time()
+class RecordTail:
+    """Reads the records the learner appends to metrics.jsonl as they come (whole
+    lines only), for the Python API's callbacks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def read(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def train(
+    config: Config,
+    resume: bool = False,
+    log_level: str = "INFO",
+    *,
+    start_time: float | None = None,
+    on_record: Callable[[dict], bool] | None = None,
+    raise_interrupt: bool = False,
+) -> int:
+    """Run the whole local topology until the learner ends; returns an exit code (0
+    done, 1 failed, 130 stopped by SIGTERM or Ctrl-C).
+
+    ``start_time`` (epoch seconds) is where the budget and the figures count from: the
+    process's start for ``dqn train``, the call for ``dqn.train``. ``on_record`` gets
+    every record the learner writes to metrics.jsonl while it runs and returns True to
+    stop the run (the learner then writes its outputs as on SIGTERM); an exception it
+    raises ends the run and is raised from here. With ``raise_interrupt`` a Ctrl-C is
+    raised again once every process is gone."""
+    start_time = psutil.Process().create_time() if start_time is None else start_time
     _with_cwd_on_path()
     from dqn.envs import with_spec
 
@@ -165,26 +208,21 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
     # with one line, and the learner and the replay server get its spec, not the env.
     config = with_spec(config)
     run_dir = config_mod.ensure_run_dir(config.run.dir)
-    for stale in run_dir.glob(".*.ready"):
-        stale.unlink()
+    _remove_ready_files(run_dir)
     if not resume:
-        for old in ("summary.json", "policy.pt", "metrics.jsonl"):
+        for old in OUTPUTS:
             (run_dir / old).unlink(missing_ok=True)
     config = _with_run_token(config, run_dir)
     config = _with_replay_checkpoint(config, run_dir, resume)
     config_path = run_dir / "config.json"
     config_mod.save(config, config_path)
-    security = security_mod.load(config.security)
+    builder = Builder(config)
     peak = _PeakRSS()
     stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    old_term = signal.signal(signal.SIGTERM, on_signal)
-    replay = learner = None
-    fleet = None
-    ray_started = False
+    old_handlers = stop_on_signals(stop, (signal.SIGTERM,))
+    tail = RecordTail(run_dir / "metrics.jsonl") if on_record else None
+    replay = learner = fleet = None
+    ray_started = interrupted = stopped_by_caller = False
     code = 1
     try:
         common = ["--config", str(config_path), "--log-level", log_level]
@@ -206,20 +244,13 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
             ]
             + (["--resume"] if resume else [])
         )
-
-        if config.actors.runner == "process":  # no Ray: e.g. a GPU box without it
-            from actors.process_fleet import ProcessFleet as Fleet
-        else:
-            from actors.fleet import RayFleet as Fleet
-            from actors.fleet import init_ray
-
-            init_ray("local", num_cpus=max(os.cpu_count() or 1, 1))
-            ray_started = True
-            # ray.init installs its own SIGTERM handler over ours (it would kill the
-            # launcher at once and leave the replay server running): ours again.
-            signal.signal(signal.SIGTERM, on_signal)
+        # Ray comes up while the learner starts. ray.init installs its own SIGTERM
+        # handler over ours (it would kill the launcher at once and leave the replay
+        # server running): ours again.
+        ray_started = builder.start_ray("local")
+        stop_on_signals(stop, (signal.SIGTERM,))
         learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
-        fleet = Fleet(config, replay_address, learner_info["address"], security)
+        fleet = builder.fleet(replay_address, learner_info["address"])
         fleet.start(evaluator=True)
         kind = "actor processes" if config.actors.runner == "process" else "Ray actors"
         print(
@@ -231,6 +262,9 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
         )
         _print_watch_hints(config, run_dir, replay_info, learner_info, start_time)
         while not stop.is_set():
+            if tail is not None and any(on_record(r) for r in tail.read()):
+                stopped_by_caller = True
+                break
             if learner.poll() is not None:
                 break
             if replay.poll() is not None:
@@ -256,32 +290,61 @@ def train(config: Config, resume: bool = False, log_level: str = "INFO") -> int:
     except KeyboardInterrupt:
         print("interrupted; shutting down", flush=True)
         stop.set()
+        interrupted = True
     finally:
-        if learner is not None and learner.poll() is None:
-            _terminate(learner, "learner", 60)  # writes its outputs on SIGTERM
-            code = 0 if learner.returncode == 0 else 1
-        if fleet is not None:
-            try:
-                fleet.stop()
-            except Exception as exc:  # noqa: BLE001 - best effort while shutting down
-                log.warning("fleet stop: %s", exc)
-        if ray_started:
-            from actors.fleet import shutdown_ray
-
-            shutdown_ray()
-        _terminate(replay, "replay server")
-        signal.signal(signal.SIGTERM, old_term)
-    peak_bytes = peak.stop()
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        summary["peak_rss_mb"] = round(peak_bytes / rpc.MiB, 1)
-        atomic_write_json(summary_path, summary)
-        print(
-            f"summary: solved={summary['solved']} seconds_to_solve="
-            f"{summary['seconds_to_solve']} env_steps_to_solve={summary['env_steps_to_solve']}"
-            f" eval={summary['eval_mean']:.1f} peak_rss={summary['peak_rss_mb']} MiB "
-            f"-> {summary_path}",
-            flush=True,
-        )
+        code = _shut_down(learner, fleet, ray_started, replay, code)
+        restore_signals(old_handlers)
+        _remove_ready_files(run_dir)
+        _add_peak_rss(run_dir, peak.stop())
+        if tail is not None and not interrupted:
+            with contextlib.suppress(Exception):  # the learner's last records
+                for record in tail.read():
+                    on_record(record)
+    if interrupted and raise_interrupt:
+        raise KeyboardInterrupt
+    if stopped_by_caller:
+        return code
     return code if not stop.is_set() else 130
+
+
+OUTPUTS = ("summary.json", "policy.pt", "metrics.jsonl")
+
+
+def _remove_ready_files(run_dir: Path) -> None:
+    for ready in run_dir.glob(".*.ready"):
+        ready.unlink(missing_ok=True)
+
+
+def _shut_down(learner, fleet, ray_started: bool, replay, code: int) -> int:
+    """Stop everything this launcher started, learner first (it writes its outputs on
+    SIGTERM), and return the exit code the learner's end gives."""
+    if learner is not None and learner.poll() is None:
+        _terminate(learner, "learner", 60)
+        code = 0 if learner.returncode == 0 else 1
+    if fleet is not None:
+        try:
+            fleet.stop()
+        except Exception as exc:  # noqa: BLE001 - best effort while shutting down
+            log.warning("fleet stop: %s", exc)
+    if ray_started:
+        from actors.fleet import shutdown_ray
+
+        shutdown_ray()
+    _terminate(replay, "replay server")
+    return code
+
+
+def _add_peak_rss(run_dir: Path, peak_bytes: int) -> None:
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        return
+    summary = json.loads(summary_path.read_text())
+    summary["peak_rss_mb"] = round(peak_bytes / rpc.MiB, 1)
+    atomic_write_json(summary_path, summary)
+    print(
+        f"summary: solved={summary['solved']} seconds_to_solve="
+        f"{summary['seconds_to_solve']} env_steps_to_solve={summary['env_steps_to_solve']}"
+        f" eval={summary['eval_mean']:.1f} peak_rss={summary['peak_rss_mb']} MiB "
+        f"-> {summary_path}",
+        flush=True,
+    )

@@ -11,7 +11,6 @@ import logging
 
 from dqn import rpc
 from dqn.config import Config
-from dqn.security import Security
 from dqn.signals import stop_on_signals
 from learner.learner import Learner, pick_device
 from learner.policy_export import export_policy
@@ -20,25 +19,9 @@ __all__ = ["Learner", "export_policy", "pick_device", "serve"]
 log = logging.getLogger("learner")
 
 
-def serve(
-    config: Config,
-    replay_address: str,
-    *,
-    resume: bool | str = False,
-    ready_file: str | None = None,
-    start_time: float | None = None,
-    num_actors: int | None = None,
-    security: Security | None = None,
-) -> int:
-    """Process entry: run until done or SIGTERM/SIGINT, always writing the outputs."""
-    learner = Learner(
-        config,
-        replay_address,
-        resume=resume,
-        start_time=start_time,
-        num_actors=num_actors,
-        security=security,
-    )
+def serve(learner: Learner, config: Config, ready_file: str | None = None) -> int:
+    """Process entry (``dqn learner``): run ``learner`` (built by ``deploy.builder``)
+    until done or SIGTERM/SIGINT, always writing the outputs."""
     stop_on_signals(learner.stop_event)
     address = learner.start()
     rpc.write_ready_file(
@@ -52,7 +35,7 @@ def serve(
         "learner on %s, weights at %s, replay at %s, metrics %s",
         learner.device,
         address,
-        replay_address,
+        learner.replay_address,
         learner.telemetry.url or "off",
     )
     try:

@@ -183,9 +183,9 @@ class ReplayServer:
         self._stopped.wait()
 
 
-def serve(config: Config, ready_file: str | None = None, security: Security | None = None) -> int:
-    """Run until SIGTERM/SIGINT; exit code 0 on a clean stop."""
-    server = ReplayServer(config, security=security)
+def serve(server: ReplayServer, config: Config, ready_file: str | None = None) -> int:
+    """Process entry (``dqn replay-server``): serve ``server`` (built by
+    ``deploy.builder``) until SIGTERM/SIGINT; exit code 0 on a clean stop."""
     port = server.start()
     stop = threading.Event()
     stop_on_signals(stop)
