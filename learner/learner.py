@@ -5,9 +5,10 @@ evaluator's report reaches the solve threshold or a budget is spent.
 It builds no env and steps none: the env's spec comes from the config (``env.obs_shape``,
 ``env.n_actions``; ``dqn train`` fills them in), and greedy evaluations arrive from the
 evaluator actor over ``EvaluationService.Report`` (:mod:`learner.evaluations`). It
-leaves in the run directory: metrics.jsonl, tb/, checkpoints/learner.pt, policy.pt
-(TorchScript), learning_curve.png (refreshed while training) and summary.json, and
-serves Prometheus ``/metrics`` on ``--learner.metrics-port`` (:mod:`learner.reporter`).
+leaves in the run directory: metrics.jsonl, tb/, checkpoints/learner.pt,
+policy.safetensors and best_policy.safetensors (:mod:`learner.policy_export`),
+learning_curve.png (refreshed while training) and summary.json, and serves Prometheus
+``/metrics`` on ``--learner.metrics-port`` (:mod:`learner.reporter`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from learner import checkpoint
 from learner.cuda_graph import CapturedUpdate
 from learner.evaluations import EvaluationInbox
 from learner.metrics import Metrics
-from learner.policy_export import export_policy, export_solving
+from learner.policy_export import PolicyExporter
 from learner.priority_sender import PrioritySender
 from learner.q_learning import DQNUpdate, pick_device
 from learner.records import EvalRecord, Progress
@@ -44,6 +45,11 @@ from learner.schedule import Schedule
 from learner.weight_server import WeightServer, weight_series
 
 log = logging.getLogger("learner")
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    """A summary figure as a reader wants it (seconds to 0.1, means to 0.01)."""
+    return None if value is None else round(float(value), digits)
 
 
 class Learner:
@@ -77,7 +83,8 @@ class Learner:
         self.ckpt_path = self.run_dir / "checkpoints" / "learner.pt"
         # resume: True = the checkpoint must exist; "auto" = use it if there is one
         # (a restarted cluster learner continues, a first start begins afresh).
-        if resume is True or (resume == "auto" and self.ckpt_path.exists()):
+        resumed = resume is True or (resume == "auto" and self.ckpt_path.exists())
+        if resumed:
             self._restore()
         self.security = security
         self.weights = WeightServer(lc.host, lc.port, config.replay.max_message_mb, security)
@@ -86,6 +93,7 @@ class Learner:
             lambda: publisher.version, self.threshold, self.start_time, publisher.pin
         )
         self.weights.server.add_handlers(self.inbox.handler())
+        self.exporter = PolicyExporter(config, publisher, self.run_dir, resumed)
         self.replay_address = replay_address
         self._channel = rpc.channel(replay_address, config.replay.max_message_mb, security)
         self._replay = pb_grpc.ReplayServiceStub(self._channel)
@@ -117,6 +125,7 @@ class Learner:
     def save_checkpoint(self) -> None:
         self.progress.updates = self.dqn.updates
         checkpoint.write(self.ckpt_path, self.dqn, self.progress, self.metrics, self.config)
+        self.exporter.save_best()
 
     # -- the loop -------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -239,13 +248,8 @@ class Learner:
         )
         if solved and p.solved_at is None:
             p.solved_at = record
-            export_solving(
-                self.weights.publisher,
-                record.version,
-                self.dqn.online,
-                self.obs_shape,
-                self.run_dir / "policy.pt",
-            )
+            self.exporter.solving(record)
+        self.exporter.offer(record)  # the best so far? (its weights are still pinned)
         self.weights.publisher.unpin(record.version)  # played, reported, exported
         return solved
 
@@ -328,7 +332,7 @@ class Learner:
         self._report(final=True)  # every run ends with its final figures
         if reason != "solved":  # its last weights are the policy: evaluated and exported
             self._final_evaluation()
-            export_policy(self.dqn.online, self.obs_shape, self.run_dir / "policy.pt")
+            self.exporter.final(self.dqn.online, self.dqn.updates, p.env_steps, p.last_eval)
         self.inbox.done = True
         self.save_checkpoint()
         summary = self._summary(reason)
@@ -346,22 +350,22 @@ class Learner:
             "solved": solved is not None,
             "stop_reason": reason,
             "threshold": self.threshold,
-            "seconds_to_solve": solved.seconds if solved else None,
+            "seconds_to_solve": _round(solved.seconds, 1) if solved else None,
             "env_steps_to_solve": solved.env_steps if solved else None,
             "updates_to_solve": solved.updates if solved else None,
-            "eval_mean": shown.mean if shown else float("nan"),
-            "eval_std": shown.std if shown else float("nan"),
+            "eval_mean": _round(shown.mean, 2) if shown else float("nan"),
+            "eval_std": _round(shown.std, 2) if shown else float("nan"),
             "evaluations": p.evaluations,
-            "evaluator_cpu_share": self.inbox.cpu_share,
+            "evaluator_cpu_share": _round(self.inbox.cpu_share, 3),
             "env_steps": p.env_steps,
             "updates": self.dqn.updates,
             "episodes": self.metrics.episodes_total,
-            "wall_seconds": self.elapsed(),
+            "wall_seconds": _round(self.elapsed(), 1),
             "actors": self.num_actors,
             "envs_per_actor": self.config.actors.envs_per_actor,
             "device": str(self.device),
             "replay_bytes": self._info.obs_bytes if self._info is not None else 0,
-            "samples_per_insert": self._info.samples_per_insert if self._info else None,
+            "samples_per_insert": _round(self._info.samples_per_insert, 2) if self._info else None,
             "seed": self.config.run.seed,
         }
         if self.priority_sender is not None:
