@@ -61,6 +61,26 @@ class EvalSchedule:
         self.last_version, self.last_start = version, now
 
 
+def play_greedy(env, q_values, seed: int, on_step=None) -> np.ndarray:
+    """One greedy episode in each env of the vector env ``env`` (NEXT_STEP autoreset),
+    reset with ``seed``; returns their returns, ``[num_envs]`` float64. ``q_values``
+    maps observations ``[B, *obs_shape]`` to Q-values ``[B, A]`` (a policy of
+    :mod:`actors.policy`, ``dqn.policy_file.Policy.q_values``). ``on_step(returns,
+    done)``, if given, runs after the reset and after every step; False stops early.
+
+    The one greedy-play loop: the evaluator actor, ``dqn evaluate`` and its video use it.
+    """
+    obs, _ = env.reset(seed=seed)
+    returns = np.zeros(env.num_envs, dtype=np.float64)
+    done = np.zeros(env.num_envs, dtype=bool)
+    while (on_step is None or on_step(returns, done) is not False) and not done.all():
+        actions = np.asarray(q_values(obs)).argmax(axis=1)
+        obs, reward, terminated, truncated, _ = env.step(actions)
+        returns += np.where(done, 0.0, reward)
+        done |= terminated | truncated
+    return returns
+
+
 class GreedyEvaluator:
     """Plays ``episodes`` greedy episodes at once with a policy from :mod:`actors.policy`."""
 
@@ -73,15 +93,7 @@ class GreedyEvaluator:
     def play(self, policy) -> np.ndarray:
         """Returns of ``episodes`` greedy episodes, ``[episodes]`` float64."""
         self.calls += 1
-        obs, _ = self.env.reset(seed=self.seed + 10_007 * self.calls)
-        returns = np.zeros(self.episodes, dtype=np.float64)
-        done = np.zeros(self.episodes, dtype=bool)
-        while not done.all():
-            actions = policy(obs).argmax(axis=1)
-            obs, reward, terminated, truncated, _ = self.env.step(actions)
-            returns += np.where(done, 0.0, reward)
-            done |= terminated | truncated
-        return returns
+        return play_greedy(self.env, policy, self.seed + 10_007 * self.calls)
 
     def close(self) -> None:
         self.env.close()

@@ -123,6 +123,25 @@ class _Mp4Writer:
             self._gen.close()
 
 
+class _Recorder:
+    """``on_step`` of the greedy-play loop: a captioned frame after the reset and after
+    every step of ``episode`` (``t`` steps so far), until ``max_frames`` in all."""
+
+    def __init__(self, env, env_id: str, writer, max_frames: int):
+        self.env, self.env_id, self.writer, self.max_frames = env, env_id, writer, max_frames
+        self.frames, self.size = 0, None
+        self.episode, self.t = 1, -1
+
+    def __call__(self, returns: np.ndarray, done: np.ndarray) -> bool:
+        self.t += 1
+        frame = _render(self.env, self.env_id)
+        self.size = (frame.shape[1], frame.shape[0])
+        text = f"{self.env_id}  episode {self.episode}  step {self.t}  return {returns[0]:g}"
+        self.writer.add(_caption(frame, text))
+        self.frames += 1
+        return self.frames < self.max_frames
+
+
 def record_video(
     run_dir: str | os.PathLike,
     path: str | os.PathLike,
@@ -133,14 +152,16 @@ def record_video(
     seed: int = 12345,
     env_id: str | None = None,
 ) -> dict:
-    """Play ``episodes`` greedy episodes of RUN_DIR/policy.pt and write them to ``path``
+    """Play ``episodes`` greedy episodes of RUN_DIR/policy.safetensors and write them to ``path``
     (stopping early at ``max_frames`` frames, possibly mid-episode). Returns ``{path,
     format, frames, steps, episodes, returns, lengths, width, height, fps}``, where
     ``episodes`` counts those started and ``frames`` = ``steps`` + one reset frame each."""
-    import torch
+    import gymnasium as gym
 
+    from actors.evaluator import play_greedy
     from deploy.evaluate import run_env
     from dqn.envs import make_env
+    from dqn.policy_file import load_policy, policy_path
 
     if episodes < 1:
         raise VideoError(f"--video-episodes: must be >= 1, got {episodes}")
@@ -151,13 +172,10 @@ def record_video(
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run directory {run} not found")
-    policy_path = run / "policy.pt"
-    if not policy_path.exists():
-        raise FileNotFoundError(f"{policy_path} not found (has the run finished?)")
+    policy = load_policy(policy_path(run))
     out = check_video_path(path)
     env_config = run_env(run, env_id)  # the run's id, kwargs and wrappers
     env_id = env_config.id
-    policy = torch.jit.load(str(policy_path), map_location="cpu").eval()
     # Headless: classic-control envs draw on pygame surfaces, no display or sound needed.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -166,37 +184,23 @@ def record_video(
     plain.close()
     if "rgb_array" not in modes:
         raise VideoError(f"--video: env {env_id} does not render RGB frames (modes: {modes})")
-    env = make_env(env_config, render_mode="rgb_array")
+    env = gym.vector.SyncVectorEnv(  # one env, for the one greedy-play loop
+        [lambda: make_env(env_config, render_mode="rgb_array")],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    )
     suffix = out.suffix.lower()
     tmp = out.with_name(f".{out.stem}.partial{suffix}")
     writer = _GifWriter(tmp, fps) if suffix == ".gif" else _Mp4Writer(tmp, fps)
+    recorder = _Recorder(env.envs[0], env_id, writer, max_frames)
     returns: list[float] = []
     lengths: list[int] = []
-    frames = 0
-    size = None
     try:
         for episode in range(episodes):
-            if frames >= max_frames:
+            if recorder.frames >= max_frames:
                 break
-            obs, _ = env.reset(seed=seed + episode)
-            total, t, done = 0.0, 0, False
-            while True:
-                frame = _render(env, env_id)
-                size = (frame.shape[1], frame.shape[0])
-                writer.add(
-                    _caption(frame, f"{env_id}  episode {episode + 1}  step {t}  return {total:g}")
-                )
-                frames += 1
-                if done or frames >= max_frames:
-                    break
-                with torch.inference_mode():
-                    q = policy(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
-                obs, reward, terminated, truncated, _ = env.step(int(q.argmax(dim=1)))
-                total += float(reward)
-                t += 1
-                done = bool(terminated or truncated)
-            returns.append(total)
-            lengths.append(t)
+            recorder.episode, recorder.t = episode + 1, -1
+            returns.append(float(play_greedy(env, policy.q_values, seed + episode, recorder)[0]))
+            lengths.append(recorder.t)
         writer.close()
         tmp.replace(out)
     except BaseException:
@@ -207,12 +211,12 @@ def record_video(
     return {
         "path": str(out),
         "format": suffix[1:],
-        "frames": frames,
+        "frames": recorder.frames,
         "steps": sum(lengths),
         "episodes": len(returns),
         "returns": returns,
         "lengths": lengths,
-        "width": size[0],
-        "height": size[1],
+        "width": recorder.size[0],
+        "height": recorder.size[1],
         "fps": fps,
     }
