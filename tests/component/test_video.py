@@ -12,9 +12,9 @@ from PIL import Image, ImageSequence
 
 from deploy.cli import main
 from deploy.video import VideoError, record_video
-from dqn.config import Config, NetworkConfig, save
+from dqn.config import Config, EnvConfig, NetworkConfig, save
 from dqn.networks import build_q_network
-from learner.main import export_policy
+from learner.policy_export import export_policy
 
 pytestmark = pytest.mark.component
 
@@ -23,11 +23,12 @@ CARTPOLE_FRAME = (600, 400)  # width, height of CartPole-v1's rgb_array
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A run directory with config.json and an (untrained) CartPole policy.pt."""
+    """A run directory with config.json and an (untrained) CartPole policy.safetensors."""
     run = tmp_path_factory.mktemp("run")
     save(Config(), run / "config.json")
     net = build_q_network((4,), 2, NetworkConfig(hidden=(16,)))
-    export_policy(net, (4,), run / "policy.pt")
+    env = EnvConfig(obs_shape=(4,), obs_dtype="float32", n_actions=2)
+    export_policy(net, run / "policy.safetensors", Config(env=env, network=NetworkConfig((16,))))
     return run
 
 

@@ -173,7 +173,7 @@ def test_actor_and_learner_killed(tmp_path):
     assert processes_mentioning(str(run_dir)) == []
     assert ray_daemons_of(proc.pid) == []
 
-    ckpt = torch.load(run_dir / "checkpoints/learner.pt", weights_only=False)["progress"]
+    ckpt = torch.load(run_dir / "checkpoints/learner.pt", weights_only=True)["progress"]
     evals_before = len(ckpt["evals"])
     last_eval_before = ckpt["evals"][-1]["mean"]
     records_before = len(_progress(run_dir))
@@ -194,7 +194,7 @@ def test_actor_and_learner_killed(tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     s = summary(run_dir)
     assert s["updates"] >= ckpt["updates"] + 1_000
-    after = torch.load(run_dir / "checkpoints/learner.pt", weights_only=False)["progress"]
+    after = torch.load(run_dir / "checkpoints/learner.pt", weights_only=True)["progress"]
     assert after["evals"][:evals_before] == ckpt["evals"]  # history kept
     first_eval_after = after["evals"][evals_before]
     # counters continued: the resumed learner's first version carries the restored count

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from dqn.policy_file import load_policy
 from tests.integration._train import dqn, summary
 
 pytestmark = pytest.mark.integration
@@ -59,9 +60,10 @@ def test_pixel_cartpole_trains_briefly_and_exports_a_conv_policy(tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     assert any(r.get("replay_bytes") == CAPACITY * per_row for r in records)
     assert any(r["kind"] == "eval" for r in records)
-    policy = torch.jit.load(str(run_dir / "policy.pt"))
+    policy = load_policy(run_dir)
+    assert policy.obs_shape == OBS_SHAPE and policy.obs_dtype == "uint8"
     frames = torch.randint(0, 256, (3, *OBS_SHAPE), dtype=torch.uint8)
-    assert policy(frames.float()).shape == (3, 2)
+    assert policy.q_values(frames).shape == (3, 2) and policy.predict(frames[0]) in (0, 1)
     evaluated = dqn("evaluate", str(run_dir), "--episodes", "2", "--json", timeout=240)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads(evaluated.stdout)

@@ -5,8 +5,8 @@ land on the analytic Q-values, and priorities must flow back to the replay serve
 from __future__ import annotations
 
 import pytest
-import torch
 
+from dqn.policy_file import load_policy
 from tests.integration._train import dqn, processes_mentioning, summary
 from tests.integration.test_probes import GAMMA, PROBE_ARGS, RUN_TIMEOUT, TOL
 
@@ -37,8 +37,8 @@ def test_rainbow_lite_learns_probe3_q_values(tmp_path):
     # Every update's rows go back (the last flush included), minus stale/dropped ones.
     assert per["sent"] + per["stale"] + per["dropped"] >= 0.9 * 2000 * 64
     assert per["sent"] > 0.5 * 2000 * 64
-    policy = torch.jit.load(str(run_dir / "policy.pt"))
+    policy = load_policy(run_dir)
     for obs, expected in ((0.0, GAMMA), (1.0, 1.0)):
-        q = policy(torch.tensor([[obs]]))[0, 0].item()
+        q = float(policy.q_values([obs])[0])
         assert q == pytest.approx(expected, abs=TOL), f"obs {obs}: Q {q}"
     assert processes_mentioning(str(run_dir)) == []

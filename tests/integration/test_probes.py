@@ -6,8 +6,8 @@ cannot land within the tolerance."""
 from __future__ import annotations
 
 import pytest
-import torch
 
+from dqn.policy_file import load_policy
 from tests.integration._train import dqn, processes_mentioning, ray_daemons_of, summary
 
 pytestmark = pytest.mark.integration
@@ -72,9 +72,10 @@ def test_probe_q_values(tmp_path, env_id, expected):
     s = summary(run_dir)
     assert s["updates"] >= 2000 and s["stop_reason"] == "max_updates"
     assert s["env_steps"] > 0
-    policy = torch.jit.load(str(run_dir / "policy.pt"))
+    policy = load_policy(run_dir)  # its policy.safetensors
+    assert policy.kind == "final" and policy.updates == s["updates"]
     for obs, q_expected in expected.items():
-        q = policy(torch.tensor([[obs]], dtype=torch.float32))[0].tolist()
+        q = policy.q_values([obs]).tolist()
         assert q == pytest.approx(q_expected, abs=TOL), f"{env_id} obs {obs}: Q {q}"
     # Nothing left running: no part of this run, no Ray daemon it started.
     assert processes_mentioning(str(run_dir)) == []
@@ -98,9 +99,9 @@ def test_probe_without_ray(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 actor processes" in result.stdout and "Ray actors" not in result.stdout
-    policy = torch.jit.load(str(run_dir / "policy.pt"))
+    policy = load_policy(run_dir)
     for obs, q_expected in CASES[4][1].items():
-        q = policy(torch.tensor([[obs]], dtype=torch.float32))[0].tolist()
+        q = policy.q_values([obs]).tolist()
         assert q == pytest.approx(q_expected, abs=TOL), f"obs {obs}: Q {q}"
     assert ray_daemons_of(result.pid) == []
     assert processes_mentioning(str(run_dir)) == []

@@ -56,7 +56,8 @@ def test_run_directory_contents_and_resume(tmp_path):
         "config.json",
         "metrics.jsonl",
         "learning_curve.png",
-        "policy.pt",
+        "policy.safetensors",
+        "best_policy.safetensors",
         "summary.json",
         "checkpoints/learner.pt",
     ):
@@ -94,7 +95,7 @@ def test_run_directory_contents_and_resume(tmp_path):
     for path in run_dir.rglob("*"):
         if path.is_file() and path != token_file:
             assert token.encode() not in path.read_bytes(), path
-    ckpt = torch.load(run_dir / "checkpoints/learner.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints/learner.pt", weights_only=True)
     updates_before, evals_before = ckpt["progress"]["updates"], len(ckpt["progress"]["evals"])
 
     second = dqn(
@@ -104,7 +105,7 @@ def test_run_directory_contents_and_resume(tmp_path):
     assert "resumed from" in second.stderr
     s2 = summary(run_dir)
     assert s2["updates"] >= 800
-    ckpt2 = torch.load(run_dir / "checkpoints/learner.pt", weights_only=False)
+    ckpt2 = torch.load(run_dir / "checkpoints/learner.pt", weights_only=True)
     assert ckpt2["progress"]["updates"] >= updates_before + 400 - 1
     assert len(ckpt2["progress"]["evals"]) > evals_before  # history kept and extended
     # The resumed learner starts from the trained network: its first evaluation on

@@ -239,7 +239,14 @@ def test_dqn_evaluate_plays_the_runs_user_env_from_cwd(cwd_module, tmp_path):
         id=f"{cwd_module}:Local", kwargs={"length": 3}, wrappers=("tests.user_envs:RewardScale",)
     )
     save(Config(env=env), run / "config.json")
-    torch.jit.script(torch.nn.Identity()).save(str(run / "policy.pt"))
+    from dqn import policy_file
+
+    # Q = obs exactly: hidden [relu(x), relu(-x)], head relu(x) - relu(-x)
+    eye = torch.eye(3)
+    oracle = {"body.1.weight": torch.cat([eye, -eye]), "body.1.bias": torch.zeros(6)}
+    oracle |= {"head.weight": torch.cat([eye, -eye], dim=1), "head.bias": torch.zeros(3)}
+    info = policy_file.PolicyInfo((3,), "float32", 3, {"hidden": [6], "dueling": False}, "Local")
+    policy_file.save(run / "policy.safetensors", oracle, info)
     result = evaluate_run(str(run), episodes=4, seed=3)
     assert result["returns"] == [6.0] * 4  # 3 steps x reward 1 x scale 2
     # --env replaces the id only: kwargs and the wrapper stay

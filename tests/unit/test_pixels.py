@@ -145,15 +145,23 @@ def test_conv_network_is_chosen_for_images_and_scales_pixels(dueling):
 
 
 def test_conv_network_exports_like_the_mlp(tmp_path):
-    from learner.main import export_policy
+    from dqn.config import Config
+    from dqn.policy_file import load_policy
+    from learner.policy_export import export_policy
 
     net = build_q_network(OBS_SHAPE, 2, NetworkConfig(hidden=(32,)))
-    export_policy(net, OBS_SHAPE, tmp_path / "policy.pt")
-    policy = torch.jit.load(str(tmp_path / "policy.pt"))
+    env = EnvConfig(id=ENV_ID, obs_shape=OBS_SHAPE, obs_dtype="uint8", n_actions=2)
+    export_policy(
+        net, tmp_path / "policy.safetensors", Config(env=env, network=NetworkConfig(hidden=(32,)))
+    )
+    policy = load_policy(tmp_path)
+    assert policy.obs_dtype == "uint8" and policy.model.__class__ is ConvQNetwork
     frames = torch.randint(0, 256, (3, *OBS_SHAPE), dtype=torch.uint8)
     with torch.no_grad():
-        assert torch.allclose(policy(frames.float()), net(frames))
-        assert torch.allclose(policy(frames), net(frames))
+        expected = net(frames).numpy()
+    np.testing.assert_allclose(policy.q_values(frames.float()), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(policy.q_values(frames.numpy()), expected, rtol=1e-5, atol=1e-6)
+    assert policy.predict(frames.numpy()).tolist() == expected.argmax(axis=1).tolist()
 
 
 def test_frames_are_cartpoles_rgb_array_pixels():
