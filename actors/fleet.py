@@ -88,9 +88,6 @@ class _RayEvaluator:
         self._thread = threading.Thread(target=body, name="evaluator", daemon=True)
         self._thread.start()
 
-    def ping(self) -> dict:
-        return {"pid": os.getpid(), "alive": self._thread.is_alive()}
-
     def stop(self) -> bool:
         self._stop.set()
         self._thread.join(10.0)
@@ -179,10 +176,6 @@ class RayFleet:
                 num_cpus=self.config.eval.cpus, max_restarts=-1, max_task_retries=0
             )(_RayEvaluator).remote(self.config, self.weights_address, self.security)
         self.resize(self.config.actors.num_actors if n is None else n)
-
-    def ping(self, timeout: float = 30.0) -> list[dict]:
-        refs = [h.ping.remote() for h in self.handles.values()]
-        return ray.get(refs, timeout=timeout)
 
     def stop(self) -> None:
         evaluator, self.evaluator = self.evaluator, None

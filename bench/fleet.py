@@ -137,39 +137,6 @@ def memory(pids: list[int]) -> dict:
     }
 
 
-class ProcessFleet:
-    """Plain spawned processes running ``run_actor_process`` (``--actors.runner process``)."""
-
-    def __init__(self, config, replay_address: str, weights_address: str):
-        self.config, self.replay, self.weights = config, replay_address, weights_address
-        self.ctx = mp.get_context("spawn")
-        self.procs: list = []
-
-    def resize(self, n: int) -> None:
-        from actors.actor import run_actor_process
-
-        while len(self.procs) < n:
-            p = self.ctx.Process(
-                target=run_actor_process,
-                args=(self.config, len(self.procs), self.replay, self.weights),
-                daemon=True,
-            )
-            p.start()
-            self.procs.append(p)
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()  # SIGTERM: the actor flushes and exits
-        for p in self.procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
-        self.procs = []
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.pid]
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     import psutil
 
@@ -217,6 +184,7 @@ def measure(info: _Info, n: int, seconds: float, pids=lambda: [], timeout: float
 
 def run(args) -> dict:
 
+    from actors.process_fleet import ProcessFleet
     from deploy.cli import build_parser, load_config
     from dqn import config as config_mod
     from dqn.envs import env_spec
@@ -266,11 +234,10 @@ def run(args) -> dict:
                 try:
                     for n in args.counts:
                         fleet.resize(n)
-                        pids = (
-                            (lambda fleet=fleet: [s["pid"] for s in fleet.ping()])
-                            if runner == "ray"
-                            else fleet.pids
-                        )
+
+                        def pids(fleet=fleet) -> list[int]:  # the live actors' processes
+                            return [s["pid"] for s in fleet.states(timeout=30.0) if s["pid"]]
+
                         row = {"runner": runner, **measure(info, n, args.seconds, pids)}
                         row["memory"] = memory(pids())
                         rows.append(row)
