@@ -25,6 +25,17 @@ from dqn.security import Security
 
 log = logging.getLogger("actors.fleet")
 
+# A new local Ray turns token authentication on by default and logs a notice saying so
+# (and how to opt out) on every start. The project keeps that default, so the notice
+# tells a user nothing; this filter on the one logger that emits it drops that record
+# only (every other Ray warning, including "token authentication is disabled", stays).
+RAY_TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+RAY_TOKEN_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+def _not_the_token_auth_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(RAY_TOKEN_AUTH_NOTICE)
+
 
 class _RayActor:
     """Body of one Ray actor; the loop runs in a thread so calls stay answerable."""
@@ -210,6 +221,7 @@ def init_ray(
                     raise
                 log.warning("joining Ray at %s failed (%s); retrying", address, exc)
                 time.sleep(3.0)
+    logging.getLogger(RAY_TOKEN_AUTH_LOGGER).addFilter(_not_the_token_auth_notice)  # idempotent
     ray.init(
         address="local",
         num_cpus=num_cpus,
