@@ -64,10 +64,6 @@ def decode_sample(response: pb.SampleResponse, pin: bool = False) -> dict[str, t
     return out
 
 
-class SamplerClosed(Exception):
-    pass
-
-
 class PrefetchingSampler:
     def __init__(
         self,
