@@ -75,7 +75,7 @@ def test_learner_sigterm_writes_outputs_and_drains_streams(tmp_path):
         s = summary(tmp_path / "run")
         assert s["stop_reason"] == "stopped"
         assert (tmp_path / "run" / "checkpoints" / "learner.pt").is_file()
-        assert (tmp_path / "run" / "policy.pt").is_file()
+        assert (tmp_path / "run" / "policy.safetensors").is_file()
         assert token not in output
     finally:
         for p in procs:
