@@ -17,7 +17,7 @@ ALLOWED = {
     **{part: {"dqn", part} for part in PARTS},
 }
 # dqn/__init__.py exports the Python API (dqn.train, ...) lazily from the composition
-# root: a module-level __getattr__ that imports deploy.api on first use (decision 29).
+# root: a module-level __getattr__ that imports deploy.api on first use (decision 31).
 EXCEPTIONS = {("dqn/__init__.py", "deploy")}
 PROJECT = {"dqn", "deploy", *PARTS}
 
