@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message starts with the field's dotted name."""
+from dqn import presets
+from dqn.errors import ConfigError  # re-exported: dqn.config.ConfigError is the same class
 
 
 def opt(default: Any, help: str, **checks: Any) -> Any:
@@ -547,8 +546,6 @@ def load(
     preset: str | None = None,
 ) -> Config:
     """Defaults < preset < file < environment < overrides (command-line flags)."""
-    from dqn import presets
-
     layers = [presets.values(preset)]
     if file:
         layers.append(read_file(file))

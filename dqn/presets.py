@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dqn.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -94,8 +96,6 @@ PRESETS: dict[str, Preset] = {
 
 def values(name: str | None) -> dict[str, dict[str, Any]]:
     """The field values of preset ``name`` (``{}`` for None); ConfigError if unknown."""
-    from dqn.config import ConfigError
-
     if name is None:
         return {}
     if name not in PRESETS:

@@ -192,3 +192,22 @@ def test_save_and_reload_json(tmp_path):
     C.save(cfg, path)
     assert json.loads(path.read_text())["learner"]["lr"] == pytest.approx(0.002)
     assert load(str(path), environ={}) == cfg
+
+
+def test_config_imports_presets_and_not_the_other_way():
+    """No import cycle: dqn.config applies presets (load(preset=...)); dqn.presets needs
+    only the error type, from dqn.errors, which imports nothing of the project."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dqn.presets\n"
+        "try:\n    dqn.presets.values('nope')\nexcept ValueError:\n    pass\n"
+        "assert 'dqn.config' not in sys.modules, 'presets imported config'\n"
+        "import dqn.errors, dqn.config; "
+        "assert dqn.config.ConfigError is dqn.presets.ConfigError is dqn.errors.ConfigError"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(ConfigError, match="preset: unknown preset 'x'"):
+        load(preset="x", environ={})
