@@ -27,7 +27,9 @@ from dqn.errors import ConfigError  # re-exported: dqn.config.ConfigError is the
 
 
 def opt(default: Any, help: str, **checks: Any) -> Any:
-    """A config field: default, one-line help, and checks (gt, ge, le, lt, choices)."""
+    """A config field: default, one-line help, and checks (gt, ge, le, lt, choices);
+    ``metavar`` names its value in ``--help`` where the type alone says too little
+    (``PATH``)."""
     if isinstance(default, dict):  # a mutable default: each Config gets its own copy
         return dataclasses.field(
             default_factory=lambda: dict(default), metadata={"help": help, **checks}
@@ -242,6 +244,7 @@ class ReplayConfig(_Section):
         None,
         "file the replay server checkpoints to and restores from at start (empty = none)",
         optional=True,
+        metavar="PATH",
     )
     checkpoint_every_seconds: float = opt(10.0, "seconds between replay checkpoints", gt=0)
     prioritized: bool = opt(
@@ -265,7 +268,11 @@ class ReplayConfig(_Section):
 class ActorConfig(_Section):
     _section: typing.ClassVar[str] = "actors"
     num_actors: int = opt(
-        2, "actors (Ray actors or processes); 'auto' sets autoscale", ge=1, le=1024
+        2,
+        "actors (Ray actors or processes); 'auto' sets autoscale",
+        ge=1,
+        le=1024,
+        metavar="INT|auto",
     )
     envs_per_actor: int = opt(8, "gymnasium envs per actor, stepped as one vector env", ge=1)
     push_every: int = opt(64, "transitions per TransitionBatch sent to the replay server", ge=1)
@@ -394,7 +401,9 @@ class EvalConfig(_Section):
 @dataclass(frozen=True)
 class RunConfig(_Section):
     _section: typing.ClassVar[str] = "run"
-    dir: str = opt("runs/latest", "run directory for config, metrics, checkpoints, policy")
+    dir: str = opt(
+        "runs/latest", "run directory for config, metrics, checkpoints, policy", metavar="PATH"
+    )
     seed: int = opt(0, "base random seed", ge=0)
     max_seconds: float = opt(600.0, "stop after this many seconds from process start", gt=0)
     max_env_steps: int = opt(2_000_000, "stop after this many env steps (fleet total)", ge=1)
@@ -416,10 +425,15 @@ class SecurityConfig(_Section):
         None,
         "file holding the shared RPC token (else env DQN_AUTH_TOKEN; none = no token)",
         optional=True,
+        metavar="PATH",
     )
-    tls_cert: str | None = opt(None, "PEM certificate of this process (enables TLS)", optional=True)
-    tls_key: str | None = opt(None, "PEM private key for tls_cert", optional=True)
-    tls_ca: str | None = opt(None, "PEM CA that signs the peers' certificates", optional=True)
+    tls_cert: str | None = opt(
+        None, "PEM certificate of this process (enables TLS)", optional=True, metavar="PATH"
+    )
+    tls_key: str | None = opt(None, "PEM private key for tls_cert", optional=True, metavar="PATH")
+    tls_ca: str | None = opt(
+        None, "PEM CA that signs the peers' certificates", optional=True, metavar="PATH"
+    )
     tls_client_auth: bool = opt(False, "mutual TLS: servers require client certificates")
     tls_server_name: str | None = opt(
         None,
@@ -503,7 +517,11 @@ def build(values: dict[str, dict[str, Any]]) -> Config:
 
 
 def read_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{section: {field: value}}`` from a JSON (``.json``) or TOML (any other suffix)
+    file; YAML is refused by its suffix, before the file is read."""
     p = Path(path)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        raise ConfigError(f"config file {p}: YAML is not supported; use TOML or JSON")
     try:
         text = p.read_text()
     except OSError as exc:

@@ -194,6 +194,13 @@ def test_save_and_reload_json(tmp_path):
     assert load(str(path), environ={}) == cfg
 
 
+@pytest.mark.parametrize("name", ["settings.yaml", "settings.YML"])
+def test_yaml_is_refused_by_its_suffix_before_reading(tmp_path, name):
+    path = tmp_path / name  # need not exist: refused by name, not by a parse error
+    with pytest.raises(ConfigError, match=r"YAML is not supported; use TOML or JSON$"):
+        load(str(path), environ={})
+
+
 def test_config_imports_presets_and_not_the_other_way():
     """No import cycle: dqn.config applies presets (load(preset=...)); dqn.presets needs
     only the error type, from dqn.errors, which imports nothing of the project."""
