@@ -122,7 +122,10 @@ def export_checkpoint(run_dir: str | Path) -> Path:
     from learner import checkpoint
 
     run = Path(run_dir)
-    state = checkpoint.load(run / "checkpoints" / "learner.pt", torch.device("cpu"))
+    path = run / "checkpoints" / "learner.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: no checkpoint to export from; train again")
+    state = checkpoint.load(path, torch.device("cpu"))
     saved = state["config"]
     config = config_mod.build({"env": saved["env"], "network": saved["network"]})
     config.env.require_spec()
@@ -140,4 +143,7 @@ def export_checkpoint(run_dir: str | Path) -> Path:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m learner.policy_export RUN_DIR")
-    print(f"wrote {export_checkpoint(sys.argv[1])}")
+    try:
+        print(f"wrote {export_checkpoint(sys.argv[1])}")
+    except (OSError, ValueError, KeyError) as exc:  # ConfigError and PolicyFileError too
+        sys.exit(f"python -m learner.policy_export: {exc}")

@@ -325,6 +325,8 @@ def test_an_old_run_is_re_exported_from_its_checkpoint(tmp_path, net):
     from learner.policy_export import export_checkpoint
 
     run = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="learner.pt not found: no checkpoint to export"):
+        export_checkpoint(run)
     state = {
         "online": net.state_dict(),
         "progress": {"updates": 900, "env_steps": 9000, "evals": [(1, 2, 3.0, 4.0, 5.0)]},
