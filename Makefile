@@ -5,14 +5,18 @@ BIN := $(VENV)/bin
 # torch==2.13.0: on this kind of machine pip takes the CPU wheel from local disk; a
 # machine with a GPU gets PyPI's default (CUDA) build. Override: make install TORCH=torch
 TORCH ?= torch==2.13.0
+# The tested set (every package at the version the suite passed with), applied to each
+# install below; torch is not in it (TORCH picks it, CPU or CUDA build).
+CONSTRAINTS ?= constraints.txt
+PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check -c $(CONSTRAINTS)
 ARGS ?=
 
-.PHONY: install run test proto lint bench-install bench-replay bench-learner bench-fleet bench-solve clean
+.PHONY: install run test proto lint constraints bench-install bench-replay bench-learner bench-fleet bench-solve clean
 
-$(BIN)/dqn: pyproject.toml
+$(BIN)/dqn: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)"
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	$(PIP_INSTALL) "$(TORCH)"
+	$(PIP_INSTALL) -e '.[test,tensorboard]'
 	@touch $@
 
 install: $(BIN)/dqn
@@ -30,9 +34,16 @@ proto: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Rewrite constraints.txt from the venv, after an upgrade that passed `make test` (and
+# `make bench-install`): all but pip, the project, torch and its CUDA wheels, local builds.
+constraints:
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(BIN)/pip freeze --all --exclude-editable \
+	  | grep -vE '^#|^(pip|torch|triton|nvidia-.*|distributed-dqn)==|\+'; } >$(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
 # Benchmarks: each prints a table and writes bench/results/NAME.json (see README).
 bench-install: install
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]'
+	$(PIP_INSTALL) -e '.[test,tensorboard,bench]'
 
 bench-replay: install
 	$(BIN)/python bench/replay.py $(ARGS)
