@@ -67,16 +67,18 @@ class TransitionBatch(_message.Message):
     def __init__(self, actor_id: _Optional[int] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., obs: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., next_obs: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., discount: _Optional[_Union[Tensor, _Mapping]] = ..., episodes: _Optional[_Iterable[_Union[Episode, _Mapping]]] = ..., epsilon: _Optional[float] = ..., actor_env_steps: _Optional[int] = ..., incarnation: _Optional[int] = ..., priority: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class Episode(_message.Message):
-    __slots__ = ("actor_id", "episode_return", "length", "truncated")
+    __slots__ = ("actor_id", "episode_return", "length", "truncated", "env_steps")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     EPISODE_RETURN_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ENV_STEPS_FIELD_NUMBER: _ClassVar[int]
     actor_id: int
     episode_return: float
     length: int
     truncated: bool
-    def __init__(self, actor_id: _Optional[int] = ..., episode_return: _Optional[float] = ..., length: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    env_steps: int
+    def __init__(self, actor_id: _Optional[int] = ..., episode_return: _Optional[float] = ..., length: _Optional[int] = ..., truncated: _Optional[bool] = ..., env_steps: _Optional[int] = ...) -> None: ...
 
 class PushRequest(_message.Message):
     __slots__ = ("batch",)
