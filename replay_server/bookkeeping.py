@@ -80,6 +80,7 @@ class ActorBook:
         self.lives_kept = lives_kept
         self.actors: collections.OrderedDict[int, ActorState] = collections.OrderedDict()
         self.env_steps_retired = 0  # steps of actors no longer tracked
+        self._env_steps = 0  # env_steps(), kept as a running sum (read on every insert)
         self.actors_expired = 0
         self.incarnations_expired = 0
 
@@ -95,7 +96,9 @@ class ActorBook:
         self.incarnations_expired += actor.expired_now
         actor.expired_now = 0
         life.last_sequence = batch.sequence
-        life.env_steps = max(life.env_steps, batch.actor_env_steps)
+        steps = max(life.env_steps, batch.actor_env_steps)
+        self._env_steps += steps - life.env_steps  # retiring a life or an actor moves
+        life.env_steps = steps  # its steps between counters: the sum stays
         actor.last_sequence = batch.sequence
         actor.incarnation = batch.incarnation
         actor.policy_version = batch.policy_version
@@ -107,6 +110,9 @@ class ActorBook:
 
     def env_steps(self) -> int:
         """Env steps of the whole fleet, every life and every forgotten actor included."""
+        return self._env_steps
+
+    def _sum_env_steps(self) -> int:
         return self.env_steps_retired + sum(a.env_steps for a in self.actors.values())
 
     def fill_info(self, reply: pb.InfoResponse, learner_version: int) -> None:
@@ -180,6 +186,7 @@ class ActorBook:
             )
         while len(self.actors) > self.actors_kept:
             self._forget(self.actors.popitem(last=False)[1])
+        self._env_steps = self._sum_env_steps()
 
 
 def _touch(table: collections.OrderedDict, key, make, limit: int, retire):

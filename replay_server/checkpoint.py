@@ -38,9 +38,11 @@ from dqn.v1 import replay_pb2 as pb
 from replay_server.rate_limiter import RateLimiter
 
 log = logging.getLogger("replay_server.checkpoint")
-FORMAT = 2  # 2: per-(actor, incarnation) dedup state; format 1 files still load
-READABLE_FORMATS = (1, 2)
-_EPISODE_FIELDS = ("actor_id", "episode_return", "length", "truncated")
+# 2: per-(actor, incarnation) dedup state; 3: episodes carry their env_steps stamp.
+# Formats 1 and 2 still load (their episodes get env_steps 0, as from an old server).
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
+_EPISODE_FIELDS = ("actor_id", "episode_return", "length", "truncated", "env_steps")
 PRIORITY_ARRAYS = (
     "priority_weight",
     "priority_key",
@@ -120,9 +122,11 @@ def _meta(state: ReplayState) -> dict:
 
 
 def _from_meta(meta: dict, columns: dict[str, np.ndarray]) -> ReplayState:
+    # formats 1 and 2 wrote episodes without their env_steps stamp (it reads as 0)
+    names = _EPISODE_FIELDS if meta["format"] >= 3 else _EPISODE_FIELDS[:-1]
     episodes = [
-        (int(row[0]), pb.Episode(**dict(zip(_EPISODE_FIELDS, row[1:], strict=True))))
-        for row in meta["episodes"]
+        (int(cursor), pb.Episode(**dict(zip(names, values, strict=True))))
+        for cursor, *values in meta["episodes"]
     ]
     return ReplayState(
         capacity=int(meta["capacity"]),

@@ -281,10 +281,12 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
             self.book.record(batch)
             # An actor can only hold a version the learner already published.
             self.learner_version = max(self.learner_version, batch.policy_version)
+            env_steps = saturate(self.book.env_steps())  # this batch's steps included
             for ep in batch.episodes:
                 self.episodes_total += 1
                 kept = pb.Episode()
                 kept.CopyFrom(ep)  # a sub-message would keep its whole request alive
+                kept.env_steps = env_steps  # its place on the learning curve
                 self.episodes.append((self.episodes_total, kept))
         self._notify(INSERTED)
 
