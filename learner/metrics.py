@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +85,28 @@ class Metrics:
                 raise KeyError(f"TensorBoard tag {tag!r} is not documented in TB_TAGS")
             self._tb.add_scalar(tag, float(value), step)
 
-    def episodes_finished(self, env_steps: int, returns: list[float], lengths: list[int]) -> None:
-        """Record episodes reported since the last call: one aggregated metrics record."""
+    def episodes_finished(
+        self,
+        env_steps: int,
+        returns: list[float],
+        lengths: list[int],
+        episode_env_steps: Sequence[int] | None = None,
+    ) -> None:
+        """Record episodes reported since the last call: one aggregated metrics record
+        at ``env_steps``. On the curve each episode sits at its own env step
+        (``episode_env_steps``, the replay server's stamp ``Episode.env_steps``), or
+        at ``env_steps`` when none is given or a stamp is 0 (a server that predates it)."""
         if not returns:
             return
-        self.episodes.extend((env_steps, r) for r in returns)
+        if episode_env_steps is None:
+            episode_env_steps = [0] * len(returns)
+        elif len(episode_env_steps) != len(returns):
+            raise ValueError(
+                f"episode_env_steps: {len(episode_env_steps)} values for {len(returns)} episodes"
+            )
+        self.episodes.extend(
+            (int(s) if s else env_steps, r) for s, r in zip(episode_env_steps, returns, strict=True)
+        )
         self.episodes_total += len(returns)
         mean_return, mean_length = float(np.mean(returns)), float(np.mean(lengths))
         self.log(
