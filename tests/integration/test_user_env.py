@@ -175,6 +175,6 @@ def test_a_bad_env_is_refused_in_one_line_before_anything_starts(tmp_path, flags
     assert proc.returncode == 2, out + err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
-    assert "env." in lines[0] and says in lines[0], lines[0]
+    assert lines[0].startswith("dqn train: --env") and says in lines[0], lines[0]  # the flag
     assert not children, "started a child before checking the env"
     assert not run_dir.exists() or not any(run_dir.iterdir())
