@@ -475,17 +475,31 @@ def replay_run(args) -> int:
     result["why_not_ok"] = reasons
 
     _print_table(result, rss)
+    return _verdict(
+        args,
+        "soak",
+        result,
+        reasons,
+        error_samples,
+        server_log,
+        f"no errors, server RSS end within {args.rss_growth:g} x RSS after warm-up",
+    )
+
+
+def _verdict(args, name, result, reasons, error_samples, server_log, ok: str) -> int:
+    """The end of a server soak: the first errors, the server log's tail if it raised,
+    ``<out>/<name>.json``, and a FAIL line (exit code 1) or an OK line (0)."""
     if error_samples:
         print("first errors:", *error_samples, sep="\n  ")
     if "Traceback" in server_log:
         print("--- replay server log (tail) ---\n" + server_log[-2000:])
     out = Path(args.out) if args.out else ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if reasons:
         print("FAIL: " + "; ".join(reasons))
         return 1
-    print(f"OK: no errors, server RSS end within {args.rss_growth:g} x RSS after warm-up")
+    print(f"OK: {ok}")
     return 0
 
 
@@ -1211,18 +1225,15 @@ def churn_run(args) -> int:
         f"{series[0]['rss_mb']:.1f} -> {warm['rss_mb']:.1f} (at {warm['ids']:,} ids) -> "
         f"{end['rss_mb']:.1f} MiB"
     )
-    if samples:
-        print("first errors:", *samples, sep="\n  ")
-    if "Traceback" in server_log:
-        print("--- replay server log (tail) ---\n" + server_log[-2000:])
-    out = Path(args.out) if args.out else ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soak_churn.json").write_text(json.dumps(result, indent=2) + "\n")
-    if reasons:
-        print("FAIL: " + "; ".join(reasons))
-        return 1
-    print(f"OK: no errors, server RSS within {args.rss_growth_mib:g} MiB after warm-up")
-    return 0
+    return _verdict(
+        args,
+        "soak_churn",
+        result,
+        reasons,
+        samples,
+        server_log,
+        f"no errors, server RSS within {args.rss_growth_mib:g} MiB after warm-up",
+    )
 
 
 MODES = ("stack", "replay", "churn")
