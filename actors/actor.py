@@ -158,7 +158,7 @@ def run_actor_process(
     stop = stop or threading.Event()
     stop_on_signals(stop)
     mb = config.replay.max_message_mb
-    writer = GrpcReplayWriter(replay_address, max_message_mb=mb, security=security)
+    writer = GrpcReplayWriter(replay_address, max_message_mb=mb, security=security, stop=stop)
     weights = GrpcWeightClient(weights_address, max_message_mb=mb, security=security)
     actor = Actor(config, actor_id, writer, weights)
     log.info(

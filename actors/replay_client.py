@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 import grpc
 
@@ -43,6 +44,7 @@ class GrpcReplayWriter:
         max_message_mb: int = 64,
         security: Security | None = None,
         linger_s: float = 0.05,
+        stop: threading.Event | None = None,
     ):
         self._channel = rpc.channel(address, max_message_mb, security)
         self._stub = pb_grpc.ReplayServiceStub(self._channel)
@@ -52,6 +54,8 @@ class GrpcReplayWriter:
         self._deadline = deadline_s
         self._error: Exception | None = None
         self._closed = threading.Event()
+        self._stop = stop or threading.Event()  # the actor's: set, a full queue drops
+        self.dropped_at_stop = 0
         self.pushed_batches = 0
         self.pushed_transitions = 0
         self._thread = threading.Thread(target=self._run, name="replay-writer", daemon=True)
@@ -62,11 +66,16 @@ class GrpcReplayWriter:
             raise ReplayWriterError(str(self._error)) from self._error
         while not self._closed.is_set():
             try:
-                self._queue.put(batch, timeout=0.5)
+                self._queue.put(batch, timeout=0.5 if not self._stop.is_set() else 0.0)
                 return
             except queue.Full:
                 if self._error is not None:
                     raise ReplayWriterError(str(self._error)) from self._error
+                if self._stop.is_set():
+                    # Stopping while the server holds pushes back (its rate limiter
+                    # after the learner stopped sampling): the batch is not waited for.
+                    self.dropped_at_stop += 1
+                    return
 
     def _run(self) -> None:
         backoff = Backoff()
@@ -108,10 +117,18 @@ class GrpcReplayWriter:
                     self._closed.wait(delay)
 
     def close(self, timeout: float = 5.0) -> None:
+        """Flush what is queued, within ``timeout`` in all. A queue still full when the
+        actor is stopping means the server holds pushes back (nothing drains it), so
+        then only a moment is given: stopping a fleet must not wait on backpressure."""
+        if self._stop.is_set() and self._queue.full():
+            timeout = min(timeout, 4 * self._linger)
+        deadline = time.monotonic() + timeout
         try:  # behind everything still queued, so close() flushes it
             self._queue.put(None, timeout=timeout)
         except queue.Full:
             self._closed.set()
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         self._closed.set()
-        self._channel.close()
+        self._channel.close()  # cancels a push still blocked on the server
+        if self.dropped_at_stop:
+            log.info("%d batches not sent: the server held them back at stop", self.dropped_at_stop)

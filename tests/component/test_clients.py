@@ -84,6 +84,26 @@ def test_writer_close_flushes_a_full_queue_under_backpressure(replay_server):
     )
 
 
+def test_a_stopping_writer_does_not_wait_on_backpressure(replay_server):
+    """An actor told to stop while the server holds pushes back (its rate limiter once
+    the learner stopped sampling) drops what cannot be queued and closes without
+    waiting out the flush timeout: stopping a fleet must not hang on the limiter."""
+    stop = threading.Event()
+    writer = GrpcReplayWriter(replay_server.address, max_pending=2, max_per_call=1, stop=stop)
+    with replay_server.servicer.lock:  # the server stalls every Push
+        for seq in range(1, 4):  # one in the sender's Push, two fill the queue
+            writer.write(make_batch(seq, (seq - 1) * 10, 10))
+        assert wait_until(writer._queue.full)
+        stop.set()
+        writer.write(make_batch(4, 30, 10))  # returns: dropped, not waited for
+        assert writer.dropped_at_stop == 1
+        closer = threading.Thread(target=writer.close, kwargs={"timeout": 120.0})
+        closer.start()
+        # close() gives up on the stalled server by itself, long before its timeout
+        closer.join(60)
+        assert not closer.is_alive()
+
+
 def test_writer_surfaces_non_retryable_refusal(replay_server):
     writer = GrpcReplayWriter(replay_server.address)
     try:
