@@ -26,16 +26,8 @@ from typing import Any
 from dqn import config as config_mod
 from dqn.config import Config, ConfigError
 
-# The CLI's short options, as keyword arguments (``dqn train --max-seconds`` ...).
-SHORT_OPTIONS = {
-    "seed": ("run", "seed"),
-    "run_dir": ("run", "dir"),
-    "max_seconds": ("run", "max_seconds"),
-    "max_env_steps": ("run", "max_env_steps"),
-    "max_updates": ("run", "max_updates"),
-    "num_actors": ("actors", "num_actors"),
-    "device": ("learner", "device"),
-}
+# The CLI's short options, as keyword arguments (``env`` is train's first argument).
+SHORT_OPTIONS = {k: v for k, v in config_mod.SHORT_OPTIONS.items() if k != "env"}
 
 
 class TrainingError(RuntimeError):

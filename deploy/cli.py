@@ -35,16 +35,7 @@ from dqn import presets
 from dqn import security as security_mod
 
 # Short spellings for the flags people type most: one option with two spellings.
-ALIASES = {
-    ("env", "id"): "env",
-    ("run", "seed"): "seed",
-    ("run", "dir"): "run-dir",
-    ("run", "max_seconds"): "max-seconds",
-    ("run", "max_env_steps"): "max-env-steps",
-    ("run", "max_updates"): "max-updates",
-    ("actors", "num_actors"): "num-actors",
-    ("learner", "device"): "device",
-}
+ALIASES = {field: name.replace("_", "-") for name, field in config_mod.SHORT_OPTIONS.items()}
 FLAGS_ATTR = "dqn_flags"  # namespace attribute: dest -> the spelling that set it
 
 
@@ -302,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the replay server and the learner as processes on free loopback "
         "ports, a private local Ray with the actors, and train until the greedy evaluation "
         "reaches the env's threshold or a budget is spent. Leaves a run directory with "
-        "config.json, metrics.jsonl, tb/, checkpoints/, learning_curve.png, policy.pt and "
+        "config.json, metrics.jsonl, tb/, checkpoints/, learning_curve.png, policy.safetensors, "
+        "best_policy.safetensors and "
         "summary.json.",
     )
     p.add_argument(
@@ -437,12 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         formatter_class=_HelpFormatter,
         allow_abbrev=False,
-        help="run a run directory's policy.pt greedily and print mean ± std",
-        description="Run RUN_DIR/policy.pt greedily on --episodes envs and print the mean "
+        help="run a run directory's policy.safetensors greedily and print mean ± std",
+        description="Run RUN_DIR/policy.safetensors greedily on --episodes envs and print the mean "
         "return; with --video FILE also play --video-episodes episodes rendered to a GIF "
         "or MP4 (chosen by FILE's suffix).",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (holds policy.pt)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (holds policy.safetensors)")
     p.add_argument(
         "--episodes", metavar="INT", type=int, default=20, help="episodes to run (default: 20)"
     )
@@ -672,6 +664,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args)
         if args.command == "env-spec":
             return _env_spec(config, args.format)
+        if args.command in ("actors", "evaluator") and config.env.factory:
+            raise config_mod.ConfigError(
+                "env.factory: a Python callable travels only with dqn.train on one "
+                "machine; for a cluster, put the env in a module the images install and "
+                "set env.id to 'module:factory'"
+            )
         if args.command == "evaluator":
             return Builder(config).run_evaluator(args.weights_address)
         if args.command in ("replay-server", "learner"):

@@ -405,7 +405,12 @@ class RunConfig(_Section):
         "runs/latest", "run directory for config, metrics, checkpoints, policy", metavar="PATH"
     )
     seed: int = opt(0, "base random seed", ge=0)
-    max_seconds: float = opt(600.0, "stop after this many seconds from process start", gt=0)
+    max_seconds: float = opt(
+        600.0,
+        "stop after this many seconds from the start (dqn train: the process's; "
+        "dqn.train: the call's)",
+        gt=0,
+    )
     max_env_steps: int = opt(2_000_000, "stop after this many env steps (fleet total)", ge=1)
     max_updates: int = opt(10_000_000, "stop after this many learner updates", ge=1)
     checkpoint_every_seconds: float = opt(30.0, "seconds between learner checkpoints", gt=0)
@@ -571,6 +576,20 @@ def load(
     if overrides:
         layers.append(overrides)
     return build(merge(*layers))
+
+
+# The settings people set most, by a short name: ``dqn train --max-seconds`` (dashes)
+# and ``dqn.train(max_seconds=...)`` (keyword arguments; ``env`` is its first argument).
+SHORT_OPTIONS: dict[str, tuple[str, str]] = {
+    "env": ("env", "id"),
+    "seed": ("run", "seed"),
+    "run_dir": ("run", "dir"),
+    "max_seconds": ("run", "max_seconds"),
+    "max_env_steps": ("run", "max_env_steps"),
+    "max_updates": ("run", "max_updates"),
+    "num_actors": ("actors", "num_actors"),
+    "device": ("learner", "device"),
+}
 
 
 def iter_fields():

@@ -17,12 +17,12 @@ t0=$SECONDS
 # dependencies and the build backend.
 mkdir -p deploy/wheels
 deps="$("$python" -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')"
-stamp="$(echo "$torch_spec $deps" | sha256sum | cut -c1-16)"
+stamp="$( (echo "$torch_spec $deps"; cat constraints.txt) | sha256sum | cut -c1-16)"
 if [[ "$(cat deploy/wheels/.stamp 2>/dev/null)" != "$stamp" ]]; then
     find deploy/wheels -name '*.whl' -delete
     # shellcheck disable=SC2086
     "$python" -m pip download -q --disable-pip-version-check --only-binary=:all: \
-        -d deploy/wheels setuptools "$torch_spec" $deps 2> >(grep -v "is ignored" >&2)
+        -c constraints.txt -d deploy/wheels setuptools "$torch_spec" $deps 2> >(grep -v "is ignored" >&2)
     echo "$stamp" >deploy/wheels/.stamp
 fi
 echo "build.sh: $(ls deploy/wheels/*.whl | wc -l) wheels, $(du -sh deploy/wheels | cut -f1), $((SECONDS - t0)) s" >&2

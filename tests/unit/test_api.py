@@ -107,3 +107,16 @@ def test_import_dqn_does_not_import_the_parts():
     assert out.stdout.strip() == "[]", out.stdout
     assert callable(dqn.train) and callable(dqn.load_policy)
     assert Path(dqn.__file__).parent.name == "dqn"
+
+
+@pytest.mark.parametrize("command", ["actors", "evaluator"])
+def test_a_callable_env_cannot_go_to_a_cluster_service(command, capsys):
+    from deploy import cli
+
+    blob = make_config(LocalEnv).env.factory
+    args = [command, "--weights-address", "127.0.0.1:1", "--env.factory", blob]
+    if command == "actors":
+        args += ["--replay-address", "127.0.0.1:1"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "env.factory" in err and "dqn.train" in err, err
