@@ -78,7 +78,7 @@ class Result:
     @property
     def policy_path(self) -> Path | None:
         """The exported policy: the solving version if it solved, else the last."""
-        for name in ("policy.safetensors", "policy.pt"):
+        for name in ("policy.safetensors",):
             if (self.run_dir / name).exists():
                 return self.run_dir / name
         return None

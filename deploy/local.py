@@ -307,7 +307,7 @@ def train(
     return code if not stop.is_set() else 130
 
 
-OUTPUTS = ("summary.json", "policy.pt", "metrics.jsonl")
+OUTPUTS = ("summary.json", "policy.safetensors", "best_policy.safetensors", "metrics.jsonl")
 
 
 def _remove_ready_files(run_dir: Path) -> None:
