@@ -78,10 +78,8 @@ class Result:
     @property
     def policy_path(self) -> Path | None:
         """The exported policy: the solving version if it solved, else the last."""
-        for name in ("policy.safetensors",):
-            if (self.run_dir / name).exists():
-                return self.run_dir / name
-        return None
+        path = self.run_dir / "policy.safetensors"
+        return path if path.exists() else None
 
     @property
     def policy(self):
