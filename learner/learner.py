@@ -220,6 +220,7 @@ class Learner:
             p.env_steps,
             [ep.episode_return for ep in info.episodes],
             [ep.length for ep in info.episodes],
+            [ep.env_steps for ep in info.episodes],
         )
         p.episodes_cursor = info.episodes_cursor
         if info.actors:
@@ -319,6 +320,9 @@ class Learner:
                 "samples_per_insert": info.samples_per_insert if info else None,
                 "replay_counts": (info.inserted, info.sampled) if info else None,
                 "waiting": self.sampler.waiting_reason if self.sampler else "",
+                "budget_spent": self.schedule.budget_spent(
+                    self.progress.env_steps, self.dqn.updates
+                ),
             },
             self.elapsed(),
             final,

@@ -296,7 +296,8 @@ def plot_curve(
     ax.set_xlabel("env steps")
     ax.set_ylabel("return")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # an empty run has nothing to label
+        ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write_with(path, fig.savefig, suffix=".png")

@@ -56,6 +56,9 @@ FIGURES: tuple[Figure, ...] = (
     Figure("spi_recent", "spi {v:.1f}", True, True, "replay/samples_per_insert_recent",
            "dqn_learner_samples_per_insert_recent",
            help="replay ratio since the previous progress report: sampled / inserted"),
+    Figure("budget_spent", "budget {v:.0%}", False, True, metric="dqn_learner_budget_spent",
+           help="share of the run's budget spent (the nearest of seconds, env steps, "
+           "updates)"),
     Figure("replay_bytes", jsonl=True),
     Figure("samples_per_insert", None, False, True, "replay/samples_per_insert",
            "dqn_learner_samples_per_insert",

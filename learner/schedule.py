@@ -2,7 +2,8 @@
 
 :meth:`Schedule.due` names the periodic tasks due now (replay poll, progress report,
 curve refresh, checkpoint); :meth:`Schedule.stop_reason` says which budget, if any,
-is spent (seconds from process start, fleet env steps, updates);
+is spent (seconds from the run's start, fleet env steps, updates) and
+:meth:`Schedule.budget_spent` how much of it;
 :meth:`Schedule.throttle` holds the update rate under ``learner.max_updates_per_sec``.
 """
 
@@ -51,6 +52,19 @@ class Schedule:
         if updates >= self.run.max_updates:
             return "max_updates"
         return None
+
+    def budget_spent(self, env_steps: int, updates: int) -> float:
+        """The share of the run's budget spent: the largest of the three shares (time,
+        env steps, updates), since whichever runs out first ends the run."""
+        run = self.run
+        return min(
+            1.0,
+            max(
+                self.elapsed() / run.max_seconds,
+                env_steps / run.max_env_steps,
+                updates / run.max_updates,
+            ),
+        )
 
     def rate_mark(self, updates: int) -> None:
         """Start a new interval for :meth:`throttle` (each progress report does)."""

@@ -78,3 +78,25 @@ def test_unknown_figures_show_a_dash_and_stay_out_of_the_record():
     line = progress_line({"env_steps": 0, "updates": 0, "loss": None}, 0.5)
     assert line.startswith("[   0.5s] steps         0") and "loss -" in line
     assert "replay" not in line and "waiting" not in line
+
+
+def test_the_progress_line_shows_the_share_of_the_budget_spent():
+    from learner.reporter import progress_line
+
+    line = progress_line({"env_steps": 10, "budget_spent": 0.25}, 3.0)
+    assert line.endswith("| budget 25%"), line
+    assert progress_line({"env_steps": 10}, 3.0).endswith("| budget -")  # not known yet
+
+
+def test_budget_spent_is_the_nearest_budget(monkeypatch):
+    import time
+
+    from dqn.config import build
+    from learner.schedule import Schedule
+
+    config = build({"run": {"max_seconds": 100, "max_env_steps": 1000, "max_updates": 50}})
+    schedule = Schedule(config, start_time=time.time() - 10)
+    assert abs(schedule.budget_spent(0, 0) - 0.1) < 0.05  # 10 s of 100
+    assert schedule.budget_spent(500, 0) == 0.5  # env steps nearer their end
+    assert schedule.budget_spent(0, 40) == 0.8  # updates nearer still
+    assert schedule.budget_spent(5000, 0) == 1.0  # never above all of it
