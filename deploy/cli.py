@@ -599,6 +599,7 @@ def _health(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from deploy.evaluate import evaluate_run
     from deploy.video import VideoError, check_video_path, record_video
+    from dqn.policy_file import PolicyFileError
 
     try:
         if args.video:
@@ -627,7 +628,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                     f"{video['height']} at {video['fps']:g} fps, {video['episodes']} "
                     f"episode(s), returns {', '.join(f'{r:g}' for r in video['returns'])}"
                 )
-    except VideoError as exc:
+    except (VideoError, PolicyFileError) as exc:
         print(f"dqn evaluate: {exc}", file=sys.stderr)
         return 2
     if args.json:
