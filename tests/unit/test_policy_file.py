@@ -340,3 +340,12 @@ def test_an_old_run_is_re_exported_from_its_checkpoint(tmp_path, net):
     obs = np.ones(4, dtype=np.float32)
     with torch.no_grad():
         assert policy.predict(obs) == int(net(torch.from_numpy(obs)[None]).argmax())
+
+
+def test_dqn_evaluate_on_an_old_run_is_one_line_and_exit_2(tmp_path, capsys):
+    from deploy import cli
+
+    (tmp_path / "policy.pt").write_bytes(b"PK\x03\x04 not ours")
+    assert cli.main(["evaluate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "policy.pt" in err and "learner.policy_export" in err
