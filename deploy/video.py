@@ -161,6 +161,7 @@ def record_video(
     from actors.evaluator import play_greedy
     from deploy.evaluate import run_env
     from dqn.envs import make_env
+    from dqn.files import atomic_write_with
     from dqn.policy_file import load_policy, policy_path
 
     if episodes < 1:
@@ -189,12 +190,14 @@ def record_video(
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     )
     suffix = out.suffix.lower()
-    tmp = out.with_name(f".{out.stem}.partial{suffix}")
-    writer = _GifWriter(tmp, fps) if suffix == ".gif" else _Mp4Writer(tmp, fps)
-    recorder = _Recorder(env.envs[0], env_id, writer, max_frames)
     returns: list[float] = []
     lengths: list[int] = []
-    try:
+    recorder = None
+
+    def record(tmp: str) -> None:  # into a temporary file that appears only when complete
+        nonlocal recorder
+        writer = _GifWriter(Path(tmp), fps) if suffix == ".gif" else _Mp4Writer(Path(tmp), fps)
+        recorder = _Recorder(env.envs[0], env_id, writer, max_frames)
         for episode in range(episodes):
             if recorder.frames >= max_frames:
                 break
@@ -202,10 +205,9 @@ def record_video(
             returns.append(float(play_greedy(env, policy.q_values, seed + episode, recorder)[0]))
             lengths.append(recorder.t)
         writer.close()
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    try:
+        atomic_write_with(out, record, suffix=suffix)
     finally:
         env.close()
     return {

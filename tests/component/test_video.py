@@ -44,7 +44,7 @@ def test_gif_has_one_frame_per_step_plus_reset(run_dir, tmp_path):
         assert gif.n_frames == result["frames"]
         durations = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
     assert durations == [40] * result["frames"]  # 25 fps
-    assert not list(tmp_path.glob(".*partial*"))
+    assert not list(tmp_path.glob(".*.tmp*"))  # no temporary file left
 
 
 def test_mp4_decodes_to_the_frames_rendered(run_dir, tmp_path):
