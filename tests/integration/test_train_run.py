@@ -63,6 +63,7 @@ def test_run_directory_contents_and_resume(tmp_path):
     ):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert not list(run_dir.glob(".*.ready")), "ready files are removed at exit"
     s = summary(run_dir)
     for key in (
         "solved",
