@@ -31,18 +31,25 @@ print("LEFT", _left, flush=True)
 """
 
 
-def _run_script(tmp_path: Path, body: str, timeout: float = 300, **popen) -> subprocess.Popen:
+def _run_script(
+    tmp_path: Path, body: str, files: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
+    """Run ``body`` as a user's script in ``tmp_path`` (with ``files`` next to it), from
+    ``cwd`` (default: ``tmp_path``)."""
     script = tmp_path / "user_script.py"
     script.write_text(textwrap.dedent(body) + NO_CHILDREN)
+    for name, text in (files or {}).items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    if cwd is not None:
+        cwd.mkdir(exist_ok=True)
     return subprocess.Popen(
         [sys.executable, str(script)],
-        cwd=tmp_path,  # a user's own directory: not the repository
+        cwd=cwd or tmp_path,  # a user's own directory: not the repository
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        **popen,
     )
 
 
@@ -143,23 +150,47 @@ def test_budget_counts_from_the_call_and_a_callback_stops_the_run(tmp_path):
     assert result["updates"] >= 100 and result["reason"] != "max_seconds", result
 
 
-def test_an_exception_in_a_callback_stops_every_process_and_propagates(tmp_path):
+def test_an_env_from_a_module_next_to_the_script_reaches_the_actors(tmp_path):
+    """The module sits beside the script, which runs from another directory: only the
+    script's process can import it, so the actors get the class by value. A callback's
+    exception, once they stepped it, stops every process and reaches the caller."""
     proc = _run_script(
         tmp_path,
         """
         import dqn
-        def on_evaluation(record):
-            raise ValueError(f"user code failed at version {record.version}")
+        from my_lights import Lights  # importable here only: sys.path[0] is this folder
+
+        def on_progress(report):
+            if report.env_steps > 0:  # the actors built and stepped the env
+                raise ValueError(f"user code failed at {report.env_steps} env steps")
+
         try:
-            dqn.train("CartPole-v1", max_seconds=300, run_dir="run",
-                      on_evaluation=on_evaluation)
+            dqn.train(Lights, max_seconds=300, run_dir="run", on_progress=on_progress,
+                      overrides={"env.solve_threshold": 1e9})
         except ValueError as exc:
             print("RAISED", exc)
         """,
+        files={
+            "my_lights.py": """
+            import gymnasium as gym
+
+            class Lights(gym.Env):
+                observation_space = gym.spaces.Box(0.0, 1.0, (4,), "float32")
+                action_space = gym.spaces.Discrete(4)
+
+                def reset(self, *, seed=None, options=None):
+                    super().reset(seed=seed)
+                    return self.observation_space.sample(), {}
+
+                def step(self, action):
+                    return self.observation_space.sample(), 1.0, False, False, {}
+            """
+        },
+        cwd=tmp_path / "elsewhere",
     )
     out, err = _finish(proc)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
-    assert _value(out, "RAISED").startswith("user code failed at version")
+    assert _value(out, "RAISED").startswith("user code failed at"), out[-3000:]
 
 
 def test_ctrl_c_in_the_caller_stops_every_process(tmp_path):
