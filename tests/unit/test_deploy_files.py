@@ -119,3 +119,23 @@ def test_dockerfile_runs_as_non_root_and_ignores_the_rest():
     assert users and users[-1] not in ("root", "0")
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*")] == "*" and "!deploy/" in ignore
+
+
+def test_every_file_the_dockerfile_copies_is_in_the_build_context():
+    """.dockerignore drops everything not re-included: a COPY source it drops fails
+    the image build ("not found")."""
+    text = (ROOT / "deploy/Dockerfile").read_text()
+    kept = {
+        line[1:].rstrip("/").split("/")[0]
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    sources = [
+        src
+        for line in text.splitlines()
+        if line.startswith("COPY ") and "--from" not in line
+        for src in shlex.split(line)[1:-1]
+    ]
+    assert sources
+    for src in sources:
+        assert src.split("/")[0] in kept, f"COPY {src}: excluded by .dockerignore"
