@@ -14,7 +14,7 @@ on the learner's records, and a :class:`Result` instead of an exit code.
 from __future__ import annotations
 
 import dataclasses
-import logging
+import functools
 import math
 import os
 import time
@@ -52,6 +52,7 @@ class ProgressReport:
     policy_lag: float | None = None
     spi_recent: float | None = None
     samples_per_insert: float | None = None
+    budget_spent: float | None = None  # share of the run's budget spent, 0..1
     final: bool = False
 
 
@@ -81,9 +82,9 @@ class Result:
         path = self.run_dir / "policy.safetensors"
         return path if path.exists() else None
 
-    @property
+    @functools.cached_property
     def policy(self):
-        """The exported policy, loaded: ``predict(obs)`` and ``q_values(obs)``."""
+        """The exported policy, loaded once: ``predict(obs)`` and ``q_values(obs)``."""
         from dqn.policy_file import load_policy
 
         return load_policy(self.run_dir)
@@ -124,13 +125,9 @@ def _env_layer(env: Any) -> dict[str, Any]:
     if isinstance(env, str):
         return {"id": env, "factory": ""}
     if callable(env):
-        from dqn.envs import dump_factory
+        from dqn.envs import dump_factory, factory_name
 
-        name = getattr(env, "__qualname__", None) or type(env).__name__
-        return {
-            "id": f"{getattr(env, '__module__', '__main__')}:{name}",
-            "factory": dump_factory(env),
-        }
+        return {"id": factory_name(env), "factory": dump_factory(env)}
     raise ConfigError(
         f"env: expected an id, an import path or a callable returning a gymnasium Env, "
         f"got {type(env).__name__}"
@@ -228,7 +225,9 @@ def train(
     :class:`ProgressReport`); either returning True stops training (the learner still
     writes its outputs). Ctrl-C or an exception from a callback stops every process
     before it propagates. Raises ConfigError (a ValueError naming the setting) for bad
-    settings, before anything starts, and TrainingError when the run fails.
+    settings, before anything starts, and TrainingError when the run ends without a
+    summary (a process failed at start-up or died); a run that wrote one returns its
+    Result, whose ``exit_code`` says how it ended (0: done, 1: a process failed).
     """
     from deploy.local import train as run_local
 
@@ -249,7 +248,6 @@ def train(
     handler = None
     if on_evaluation is not None or on_progress is not None:
         handler = _record_handler(on_evaluation, on_progress, start)
-    logging.getLogger("dqn").setLevel(log_level)
     code = run_local(
         cfg,
         resume=resume,
@@ -258,7 +256,7 @@ def train(
         on_record=handler,
         raise_interrupt=True,
     )
-    directory = Path(cfg.run.dir)
+    directory = Path(cfg.run.dir).resolve()
     summary_path = directory / "summary.json"
     if not summary_path.exists():
         raise TrainingError(f"the run in {directory} ended (exit {code}) without a summary.json")

@@ -16,12 +16,19 @@ from dqn.policy_file import load_policy, policy_path
 
 def run_env(run_dir: str | os.PathLike, env_id: str | None = None) -> EnvConfig:
     """The env section of RUN_DIR/config.json (id, kwargs, wrappers); ``env_id``
-    replaces only the id (and drops the spec fields, which were the old env's)."""
+    replaces the id (and drops the spec fields and a dqn.train run's env factory,
+    which were the old env's)."""
     section = json.loads((Path(run_dir) / "config.json").read_text()).get("env", {})
     env = config_mod.build({"env": section}).env
     if env_id is not None and env_id != env.id:
         env = dataclasses.replace(
-            env, id=env_id, obs_shape=None, obs_dtype=None, n_actions=None, solve_threshold=None
+            env,
+            id=env_id,
+            factory="",  # the run's own env, replaced
+            obs_shape=None,
+            obs_dtype=None,
+            n_actions=None,
+            solve_threshold=None,
         )
     return env
 

@@ -150,13 +150,23 @@ def _print_watch_hints(
     )
 
 
-def _with_cwd_on_path() -> None:
+def _with_cwd_on_path() -> str | None:
     """Children (servers, plain actors, Ray's workers) find the user's env module in the
-    working directory as this process does, without PYTHONPATH being set."""
+    working directory as this process does, without PYTHONPATH being set. Returns the
+    value it had, for :func:`_restore_path` (a notebook kernel outlives the run)."""
+    before = os.environ.get("PYTHONPATH")
     cwd = os.getcwd()
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    parts = [p for p in (before or "").split(os.pathsep) if p]
     if cwd not in parts:
         os.environ["PYTHONPATH"] = os.pathsep.join([*parts, cwd])
+    return before
+
+
+def _restore_path(before: str | None) -> None:
+    if before is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 class RecordTail:
@@ -165,8 +175,14 @@ class RecordTail:
 
     def __init__(self, path: Path):
         self.path = path
-        self._offset = 0
+        # from the end: a resumed run appends to the old run's records, not for us
+        self._offset = path.stat().st_size if path.exists() else 0
         self._partial = b""
+
+    def deliver(self, on_record: Callable[[dict], bool]) -> bool:
+        """Hand each new record to ``on_record`` in order, up to the first that returns
+        True (then True: the caller asked to stop)."""
+        return any(on_record(record) for record in self.read())
 
     def read(self) -> list[dict]:
         try:
@@ -200,15 +216,20 @@ def train(
     raises ends the run and is raised from here. With ``raise_interrupt`` a Ctrl-C is
     raised again once every process is gone."""
     start_time = psutil.Process().create_time() if start_time is None else start_time
-    _with_cwd_on_path()
     from dqn.envs import with_spec
 
     # The env is built here once, before any child starts: a module that does not
     # import, an unknown id, a non-Discrete action space... end the command (exit 2)
     # with one line, and the learner and the replay server get its spec, not the env.
-    config = with_spec(config)
-    run_dir = config_mod.ensure_run_dir(config.run.dir)
+    path_before = _with_cwd_on_path()
+    try:
+        config = with_spec(config)
+        run_dir = config_mod.ensure_run_dir(config.run.dir)
+    except BaseException:
+        _restore_path(path_before)
+        raise
     _remove_ready_files(run_dir)
+    (run_dir / "summary.json").unlink(missing_ok=True)  # this run's, or none
     if not resume:
         for old in OUTPUTS:
             (run_dir / old).unlink(missing_ok=True)
@@ -222,7 +243,7 @@ def train(
     old_handlers = stop_on_signals(stop, (signal.SIGTERM,))
     tail = RecordTail(run_dir / "metrics.jsonl") if on_record else None
     replay = learner = fleet = None
-    ray_started = interrupted = stopped_by_caller = False
+    ray_started = interrupted = stopped_by_caller = ended = False
     code = 1
     try:
         common = ["--config", str(config_path), "--log-level", log_level]
@@ -247,7 +268,8 @@ def train(
         # Ray comes up while the learner starts. ray.init installs its own SIGTERM
         # handler over ours (it would kill the launcher at once and leave the replay
         # server running): ours again.
-        ray_started = builder.start_ray("local")
+        ray_started = config.actors.runner != "process"  # set first: Ctrl-C in ray.init
+        builder.start_ray("local")
         stop_on_signals(stop, (signal.SIGTERM,))
         learner_info = rpc.read_ready_file(learner_ready, 120, alive=lambda: learner.poll() is None)
         fleet = builder.fleet(replay_address, learner_info["address"])
@@ -262,7 +284,7 @@ def train(
         )
         _print_watch_hints(config, run_dir, replay_info, learner_info, start_time)
         while not stop.is_set():
-            if tail is not None and any(on_record(r) for r in tail.read()):
+            if tail is not None and tail.deliver(on_record):
                 stopped_by_caller = True
                 break
             if learner.poll() is not None:
@@ -287,19 +309,27 @@ def train(
             fleet.supervise()  # process actors: restart the dead (Ray restarts its own)
             stop.wait(0.2)
         code = 0 if learner.poll() == 0 else 1
+        ended = True
     except KeyboardInterrupt:
         print("interrupted; shutting down", flush=True)
         stop.set()
         interrupted = True
+    except rpc.ProcessExited as exc:  # a child exited before it served (it said why)
+        print(f"dqn train: stopping: a process exited at start-up ({exc})", file=sys.stderr)
+        exits = [p.poll() for p in (replay, learner) if p is not None]
+        code = 2 if 2 in exits else 1  # 2: it refused its configuration
     finally:
-        code = _shut_down(learner, fleet, ray_started, replay, code)
-        restore_signals(old_handlers)
-        _remove_ready_files(run_dir)
-        _add_peak_rss(run_dir, peak.stop())
-        if tail is not None and not interrupted:
-            with contextlib.suppress(Exception):  # the learner's last records
-                for record in tail.read():
-                    on_record(record)
+        held = _hold_interrupts()  # a second Ctrl-C must not cut the shutdown short
+        try:
+            code = _shut_down(learner, fleet, ray_started, replay, code)
+        finally:
+            restore_signals(held)
+            restore_signals(old_handlers)
+            _restore_path(path_before)
+            _remove_ready_files(run_dir)
+            _add_peak_rss(run_dir, peak.stop())
+    if ended and tail is not None and not stopped_by_caller:
+        tail.deliver(on_record)  # the learner's last records
     if interrupted and raise_interrupt:
         raise KeyboardInterrupt
     if stopped_by_caller:
@@ -315,22 +345,42 @@ def _remove_ready_files(run_dir: Path) -> None:
         ready.unlink(missing_ok=True)
 
 
+def _hold_interrupts() -> dict:
+    """While shutting down, Ctrl-C is noted, not raised (main thread only)."""
+    return stop_on_signals(
+        lambda: print("still shutting down; every process is being stopped", flush=True),
+        (signal.SIGINT,),
+    )
+
+
 def _shut_down(learner, fleet, ray_started: bool, replay, code: int) -> int:
     """Stop everything this launcher started, learner first (it writes its outputs on
-    SIGTERM), and return the exit code the learner's end gives."""
-    if learner is not None and learner.poll() is None:
-        _terminate(learner, "learner", 60)
-        code = 0 if learner.returncode == 0 else 1
-    if fleet is not None:
-        try:
-            fleet.stop()
-        except Exception as exc:  # noqa: BLE001 - best effort while shutting down
-            log.warning("fleet stop: %s", exc)
-    if ray_started:
-        from actors.fleet import shutdown_ray
+    SIGTERM), each step whatever the one before did; returns the exit code the
+    learner's end gives."""
 
-        shutdown_ray()
-    _terminate(replay, "replay server")
+    def stop_learner() -> None:
+        nonlocal code
+        if learner is not None and learner.poll() is None:
+            _terminate(learner, "learner", 60)
+            code = 0 if learner.returncode == 0 else 1
+
+    def stop_ray() -> None:
+        if ray_started:
+            from actors.fleet import shutdown_ray
+
+            shutdown_ray()
+
+    steps = (
+        ("learner", stop_learner),
+        ("fleet", fleet.stop if fleet is not None else lambda: None),
+        ("ray", stop_ray),
+        ("replay server", lambda: _terminate(replay, "replay server")),
+    )
+    for name, step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - the next step must still run
+            log.warning("stopping the %s: %s", name, exc)
     return code
 
 

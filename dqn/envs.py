@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 import types
 from dataclasses import dataclass
 
@@ -184,7 +185,7 @@ def _make_base(env: EnvConfig, extra: dict) -> gym.Env:
     env_id = env.id
     register_envs()
     if env.factory:
-        return _call_factory(env_id, load_factory(env.factory), kwargs, env.kwargs)
+        return _call_factory(env_id, _factory_for(env), kwargs, env.kwargs)
     if ":" in env_id:
         module_name, name = _split_path(env_id, "env.id")
         module = _import_user_module(module_name, "env.id")
@@ -213,39 +214,61 @@ def _make_base(env: EnvConfig, extra: dict) -> gym.Env:
         ) from None
 
 
+_BY_VALUE_LOCK = threading.Lock()
+
+
+def factory_name(factory) -> str:
+    """``module:qualname`` of an env factory (of the function a ``functools.partial``
+    wraps): the ``env.id`` that names it, and checks that the two belong together."""
+    func = getattr(factory, "func", factory)  # functools.partial
+    module = getattr(func, "__module__", None) or "__main__"
+    name = getattr(func, "__qualname__", None) or type(func).__name__
+    return f"{module}:{name}"
+
+
 def dump_factory(factory) -> str:
-    """``env.factory`` for a callable: its cloudpickle, by value (so a function or class
-    from ``__main__``, a notebook cell or a module next to the user's script reaches
-    processes that cannot import it), in base64."""
+    """``env.factory`` for a callable: its cloudpickle in base64. The callable and
+    whatever it uses from the user's own modules (``__main__``, a notebook cell, a
+    module next to the script: anything not installed) travel by value, so processes
+    that cannot import those modules still rebuild it."""
     import base64
 
     import cloudpickle
 
-    module = getattr(factory, "__module__", None)
-    by_value = module not in (None, "__main__") and not _installed(module)
-    if by_value:
-        cloudpickle.register_pickle_by_value(sys.modules[module])
-    try:
-        data = cloudpickle.dumps(factory)
-    except Exception as exc:
-        raise EnvError(f"env: cannot pickle {factory!r} ({_one_line(exc)})") from None
-    finally:
-        if by_value:
-            cloudpickle.unregister_pickle_by_value(sys.modules[module])
+    with _BY_VALUE_LOCK:  # cloudpickle's by-value registry is global
+        already = set(cloudpickle.list_registry_pickle_by_value())
+        ours = [
+            module
+            for name, module in list(sys.modules.items())
+            if name != "__main__"
+            and name not in already
+            and getattr(module, "__file__", None)
+            and not _installed(name)
+        ]
+        for module in ours:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            data = cloudpickle.dumps(factory)
+        except Exception as exc:
+            raise EnvError(f"env: cannot pickle {factory!r} ({_one_line(exc)})") from None
+        finally:
+            for module in ours:
+                cloudpickle.unregister_pickle_by_value(module)
     return base64.b64encode(data).decode("ascii")
 
 
 def _installed(module: str) -> bool:
-    """Whether ``module`` comes from an installed distribution (site-packages) rather
-    than the user's own files, which other processes may not be able to import."""
+    """Whether ``module`` comes from this project or an installed distribution
+    (site-packages, the standard library) rather than the user's own files, which
+    other processes may not be able to import."""
     import sysconfig
 
     top = module.split(".")[0]
     if top in ("dqn", "actors", "learner", "replay_server", "deploy"):
         return True
     path = getattr(sys.modules.get(top), "__file__", None) or ""
-    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
-    return any(path.startswith(r) for r in roots)
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    return not path or any(path.startswith(r) for r in roots)
 
 
 def load_factory(blob: str):
@@ -258,6 +281,19 @@ def load_factory(blob: str):
         raise EnvError(f"env.factory: cannot unpickle the env factory ({_one_line(exc)})") from None
     if not callable(factory):
         raise EnvError(f"env.factory: unpickled {type(factory).__name__}, not a callable")
+    return factory
+
+
+def _factory_for(env: EnvConfig):
+    """The callable of ``env.factory``, which must be the one ``env.id`` names: an id
+    changed after the factory was set (``--env`` over a dqn.train run's config) would
+    otherwise train the old env under the new name."""
+    factory = load_factory(env.factory)
+    if factory_name(factory) != env.id:
+        raise EnvError(
+            f"env.factory: holds {factory_name(factory)!r} but env.id is {env.id!r}; to "
+            "use another env, clear env.factory (--env.factory '')"
+        )
     return factory
 
 

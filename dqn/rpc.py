@@ -417,6 +417,10 @@ def wait_ready(address: str, timeout: float = 30.0, security: Security | None = 
             time.sleep(0.05)
 
 
+class ProcessExited(RuntimeError):
+    """The process a ready file was awaited from exited before writing it."""
+
+
 def write_ready_file(path: str | os.PathLike | None, **info) -> None:
     """Atomically write ``info`` as JSON, telling a parent we are up."""
     if path:
@@ -429,7 +433,7 @@ def read_ready_file(path: str | os.PathLike, timeout: float, alive=lambda: True)
     deadline = time.monotonic() + timeout
     while not path.exists():
         if not alive():
-            raise RuntimeError(f"process exited before writing {path}")
+            raise ProcessExited(f"process exited before writing {path}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} did not appear within {timeout:.0f}s")
         time.sleep(0.02)

@@ -160,3 +160,26 @@ def test_an_unknown_flag_shows_the_subcommands_usage(tmp_path, flags, says):
     if "did you mean" in says:
         assert lines[-1].endswith("(did you mean --max-seconds?)"), lines[-1]
     _nothing_started(proc, run_dir, pids)
+
+
+def test_a_device_the_machine_lacks_is_a_line_not_a_traceback(tmp_path):
+    """Only the learner can tell (it imports torch): it refuses in one line, the
+    launcher says it stopped in one more, exit 2, and nothing is left running."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result, lines, run_dir, pids = _train(tmp_path, "--device", "cuda", "--max-seconds", "60")
+    assert result.returncode == 2, lines
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert any("learner.device" in line and "CUDA" in line for line in lines), lines
+    assert not list(run_dir.glob(".*.ready"))
+    for pid in pids:  # every process the command started has ended
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), pid
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True

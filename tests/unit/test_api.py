@@ -3,6 +3,9 @@ Result offers, and that ``import dqn`` stays light."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,16 +78,43 @@ class LocalEnv(gym.Env):
         return self.observation_space.sample(), 1.0, True, False, {}
 
 
-def test_a_callable_env_travels_in_the_config():
-    cfg = make_config(LocalEnv)
-    assert cfg.env.id.endswith(":LocalEnv") and cfg.env.factory
-    env = make_env(cfg.env)
-    assert env.observation_space.shape == (3,)
-    # by value: the config alone rebuilds it, as an actor process does
-    from dqn.config import build
+def _build_elsewhere(config_dict: dict) -> str:
+    """Rebuild the env from the config alone in a fresh interpreter that cannot import
+    this test module (cwd /, no tests/ on its path), as an actor process would."""
+    code = (
+        "import json, sys; from dqn.config import build; from dqn.envs import make_env; "
+        "env = make_env(build(json.loads(sys.stdin.read())).env); "
+        "print(env.observation_space.shape, env.action_space.n)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(config_dict), capture_output=True,
+        text=True, cwd="/", env=env, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
 
-    again = build(cfg.to_dict())
-    assert make_env(again.env).action_space.n == 3
+
+def test_a_callable_env_travels_in_the_config_by_value():
+    cfg = make_config(LocalEnv)
+    assert cfg.env.id == f"{__name__}:LocalEnv" and cfg.env.factory
+    assert make_env(cfg.env).observation_space.shape == (3,)
+    assert _build_elsewhere(cfg.to_dict()) == "(3,) 3"
+
+
+def test_a_lambda_over_a_local_class_takes_the_class_along():
+    cfg = make_config(lambda: LocalEnv())
+    assert cfg.env.id.endswith(":<lambda>") or ".<lambda>" in cfg.env.id
+    assert _build_elsewhere(cfg.to_dict()) == "(3,) 3"
+
+
+def test_a_factory_and_an_id_that_disagree_are_refused():
+    from dqn.envs import EnvError
+
+    cfg = make_config(LocalEnv)
+    other = dataclasses.replace(cfg.env, id="CartPole-v1")  # --env over a dqn.train run
+    with pytest.raises(EnvError, match="env.factory: holds .*LocalEnv.* but env.id is"):
+        make_env(other)
 
 
 def test_result_exposes_the_summary_fields(tmp_path):
