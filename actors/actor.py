@@ -47,9 +47,8 @@ class Actor:
         obs_shape = self.env.single_observation_space.shape
         self.n_actions = int(self.env.single_action_space.n)
         # initial weights until the learner's arrive (their own stream of the seed)
-        self.policy = build_policy(
-            obs_shape, self.n_actions, config.network, np.random.default_rng([self.seed, 1])
-        )
+        init = np.random.default_rng(seeding.derive(config.run.seed, "policy_init", actor_id))
+        self.policy = build_policy(obs_shape, self.n_actions, config.network, init)
         self.explore = EpsilonGreedy(self.num_envs, self.n_actions, self.rng)
         if a.epsilon == "apex":
             total = a.num_actors * self.num_envs

@@ -86,6 +86,7 @@ class GreedyEvaluator:
 
     def __init__(self, config: Config):
         self.episodes = config.eval.episodes
+        self.run_seed = config.run.seed
         self.seed = seeding.derive(config.run.seed, "evaluator")
         self.env = make_vector_env(config.env, self.episodes, seed=self.seed)
         self.calls = 0
@@ -93,7 +94,8 @@ class GreedyEvaluator:
     def play(self, policy) -> np.ndarray:
         """Returns of ``episodes`` greedy episodes, ``[episodes]`` float64."""
         self.calls += 1
-        return play_greedy(self.env, policy, self.seed + 10_007 * self.calls)
+        # each evaluation resets with episodes of its own: index = the evaluation's number
+        return play_greedy(self.env, policy, seeding.derive(self.run_seed, "evaluator", self.calls))
 
     def close(self) -> None:
         self.env.close()

@@ -204,7 +204,7 @@ def init_ray(
     'local' start a private single-node Ray on loopback that never joins another."""
     if address != "local":
         # A cluster: ``ray start`` nodes (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 before
-        # importing this module, as deploy.fleet_driver does) or ``ray://head:10001``.
+        # importing this module, as deploy.builder does) or ``ray://head:10001``.
         node_ip = os.environ.get("RAY_NODE_IP_ADDRESS")
         kwargs = {"_node_ip_address": node_ip} if node_ip and "://" not in address else {}
         # A head that has just started can refuse the first connection (Ray Client's

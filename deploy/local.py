@@ -3,7 +3,7 @@
 Topology, wired here and nowhere else:
 
 1. the replay server, a process on a free loopback port;
-2. the learner, a process hosting the weight service on a free loopback port;
+2. the learner, a process hosting its weight server on a free loopback port;
 3. a private local Ray (``address="local"``) running the actor fleet, whose actors
    talk gRPC to both servers, and the evaluator actor, which watches the learner's
    weights and reports greedy evaluations to it (plain processes with

@@ -17,7 +17,7 @@ class EvalRecord:
     version: int  # the weights version played
     updates: int  # learner updates at that version
     env_steps: int  # fleet env steps at that version
-    seconds: float  # when the report arrived, seconds from process start
+    seconds: float  # when the report arrived, seconds from the run's start
     mean: float
     std: float
     episodes: int
