@@ -1,7 +1,7 @@
 """The Python API: ``dqn.train(...)`` trains on this machine as ``dqn train`` does.
 
 >>> import dqn
->>> result = dqn.train("CartPole-v1", max_seconds=120)
+>>> result = dqn.train("CartPole-v1", max_seconds=300)
 >>> result.solved, result.seconds_to_solve
 >>> result.policy.predict(obs)
 

@@ -3,7 +3,7 @@
 The Python API, for notebooks and scripts::
 
     import dqn
-    result = dqn.train("CartPole-v1", max_seconds=120)
+    result = dqn.train("CartPole-v1", max_seconds=300)
     result.policy.predict(obs)
     policy = dqn.load_policy("runs/latest")
 

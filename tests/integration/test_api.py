@@ -103,6 +103,9 @@ def test_example_trains_a_users_own_env(tmp_path):
     assert played >= 9.5, out[-3000:]
     summary = json.loads((tmp_path / "lights" / "summary.json").read_text())
     assert summary["solved"] and summary["eval_mean"] >= 9.5
+    from tests.integration._train import processes_mentioning
+
+    assert not processes_mentioning(str(tmp_path / "lights"))  # its servers are gone
 
 
 def test_budget_counts_from_the_call_and_a_callback_stops_the_run(tmp_path):
