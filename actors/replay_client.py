@@ -105,12 +105,16 @@ class GrpcReplayWriter:
                     self.pushed_transitions += reply.accepted_transitions
                     backoff.reset()
                     break
+                except ValueError:  # "Cannot invoke RPC on closed channel": close() won
+                    if self._closed.is_set():
+                        return
+                    raise
                 except grpc.RpcError as exc:
+                    if self._closed.is_set():  # cancelled by close(): not the server's word
+                        return
                     if not is_retryable(exc):
                         self._error = exc
                         log.error("replay server refused a batch: %s %s", exc.code(), exc.details())
-                        return
-                    if self._closed.is_set():
                         return
                     delay = retry_delay(exc, backoff)
                     log.debug("push failed (%s), retrying in %.2fs", exc.code(), delay)
