@@ -180,6 +180,10 @@ def record_video(
     # Headless: classic-control envs draw on pygame surfaces, no display or sound needed.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    # ffmpeg starts without a preexec_fn, so subprocess can vfork/exec it: a full fork()
+    # of a process with live gRPC threads (any grpc.aio user has a poller thread) can
+    # break the child's pipe (imageio-ffmpeg's issue 58); Ctrl-C then reaches ffmpeg too.
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
     plain = make_env(env_config)
     modes = plain.metadata.get("render_modes", [])
     plain.close()
