@@ -58,16 +58,18 @@ class Builder:
         nothing. Returns whether Ray was started (the caller shuts it down)."""
         if self.config.actors.runner == "process":
             return False
+        if ray_address != "local":
+            # Joining a multi-node cluster: multi-node mode on (actors.fleet defaults to
+            # the loopback-only local mode) and the nodes' auth rule, set before Ray is
+            # imported (it reads them at import time).
+            from deploy.ray_node import ray_env
+
+            os.environ.update(ray_env(dict(os.environ)))
         from actors.fleet import init_ray
 
         if ray_address == "local":
             init_ray("local", num_cpus=max(os.cpu_count() or 1, 1))
         else:
-            # Joining a multi-node cluster: multi-node mode on (actors.fleet defaults to
-            # the loopback-only local mode) and the nodes' auth rule, before Ray starts.
-            from deploy.ray_node import ray_env
-
-            os.environ.update(ray_env(dict(os.environ)))
             init_ray(ray_address)
         return True
 
