@@ -12,7 +12,7 @@ This package is also the shared core of the parts (``actors``, ``replay_server``
 gRPC helpers and the generated stubs (``dqn.v1``). The core imports none of the parts;
 ``train`` and ``Result`` come from the composition root (``deploy.api``) and are
 imported on first use only, so ``import dqn`` (and every part that imports the core)
-stays as light as before (``docs/decisions.md`` §31).
+stays as light as before (``docs/decisions.md`` §30).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ ALLOWED = {
 }
 # dqn/__init__.py exports the Python API (dqn.train, ...) lazily from the composition
 # root: a module-level __getattr__ imports deploy.api by name on first use (decision
-# 31); the import statement is importlib's, so no exception is needed here, and
+# 30); the import statement is importlib's, so no exception is needed here, and
 # tests/unit/test_api.py checks that `import dqn` imports no part.
 EXCEPTIONS: set[tuple[str, str]] = set()
 PROJECT = {"dqn", "deploy", *PARTS}
