@@ -320,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
         "learner",
         formatter_class=_HelpFormatter,
         allow_abbrev=False,
-        help="run the learner and its weight service",
+        help="run the learner and its weight server",
         description="Sample from the replay server, train, publish weights on "
-        "--learner.host:--learner.port, evaluate and checkpoint.",
+        "--learner.host:--learner.port, record the evaluator's reports and checkpoint.",
     )
     _address_flag(p, "--replay-address", "DQN_REPLAY_ADDRESS", "host:port of the replay server")
     p.add_argument(
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  dqn actors status --fleet-address HOST:PORT         print its state",
     )
     _address_flag(p, "--replay-address", "DQN_REPLAY_ADDRESS", "host:port of the replay server")
-    _address_flag(p, "--weights-address", "DQN_WEIGHTS_ADDRESS", "host:port of the weight service")
+    _address_flag(p, "--weights-address", "DQN_WEIGHTS_ADDRESS", "host:port of the weight server")
     p.add_argument(
         "--ray-address",
         default=os.environ.get("DQN_RAY_ADDRESS") or "local",
