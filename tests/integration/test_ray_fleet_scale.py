@@ -1,7 +1,8 @@
 """A real Ray fleet past the old 32-thread ceiling: `dqn train` with 48 Ray actors of
 one env each on fractional CPUs. Every actor must be seen acting with the learner's
-weights while training goes on, with a small policy lag for each of them (per-actor
-version and lag from the replay server's Info)."""
+weights, and then each one is seen keeping up: acting with a version the learner
+published after a mark taken while training goes on (per-actor version from the
+replay server's Info)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,6 @@ from tests.integration._train import start_dqn, summary
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ACTORS = 48
-# Lag is counted in published versions (one per learner.publish_every = 50 updates, a
-# few a second here). An actor renews its weights between vector steps and its newest
-# batch is stamped when it is sent (every push_every = 8 steps), so an actor that
-# keeps up is a few versions behind, where one stuck on its first weights falls
-# hundreds behind within the run.
-MAX_LAG = 8
 
 
 def _log(tmp_path) -> str:
@@ -96,29 +91,36 @@ def test_48_ray_actors_all_act_with_the_learners_weights(tmp_path):
                     seen.setdefault(a.actor_id, a.policy_version)
             time.sleep(1.0)
         all_current = time.monotonic() - t0
-        # Training goes on meanwhile, and every actor keeps up with it.
+        # Training goes on meanwhile, and every actor keeps up with it: each one is
+        # seen acting with a version the learner published after this point. An actor
+        # stuck on old weights never gets there, however fast or slow the machine
+        # (a fixed bound on the lag in versions would depend on how many versions
+        # the learner publishes while 48 actors share 2 cores).
         before = _info(address, token)
+        mark = before.learner_version
         deadline = time.monotonic() + 300
         while True:
             after = _info(address, token)
-            newest = after.learner_version
-            if newest >= before.learner_version + 3 * MAX_LAG:
+            behind = sorted(a.actor_id for a in after.actors if a.policy_version <= mark)
+            if len(after.actors) == ACTORS and not behind:
                 break
-            assert time.monotonic() < deadline, "the learner stopped publishing"
+            assert proc.poll() is None, _log(tmp_path)
+            assert time.monotonic() < deadline, (
+                f"{len(behind)} of {ACTORS} actors never acted with a version newer than "
+                f"{mark} (newest now {after.learner_version}): {behind}",
+                _log(tmp_path),
+            )
             time.sleep(1.0)
-        per_actor = {a.actor_id: newest - a.policy_version for a in after.actors}
-        assert len(after.actors) == ACTORS
-        assert max(per_actor.values()) <= MAX_LAG, (
-            sorted(per_actor.items(), key=lambda kv: -kv[1]),
-            _log(tmp_path),
-        )
+        newest = after.learner_version
+        assert newest > mark
         assert after.inserted > before.inserted
+        per_actor = {a.actor_id: newest - a.policy_version for a in after.actors}
         print(
             f"\nall {ACTORS} actors acting with published weights {all_current:.0f} s after "
-            f"start; per-actor lag now max {max(per_actor.values())}, mean "
+            f"start, and all past version {mark} when the learner was at {newest}; "
+            f"per-actor lag then max {max(per_actor.values())}, mean "
             f"{sum(per_actor.values()) / ACTORS:.2f} versions (server policy_lag "
-            f"{after.policy_lag:.2f}); newest version {newest}; "
-            f"{after.env_steps:,} env steps"
+            f"{after.policy_lag:.2f}); {after.env_steps:,} env steps"
         )
     finally:
         if proc.poll() is None:
