@@ -180,29 +180,38 @@ def test_snapshot_taken_while_pushes_go_on_is_the_state_of_one_moment(
     def pusher():
         ch, st = replay_stub(server.address)
         with ch:
-            while not stop.is_set() and pushed[0] < 200:  # wraps the ring several times
+            while not stop.is_set():  # until the snapshots below have seen enough
                 seq = pushed[0] + 1
                 push(st, make_batch(seq, 64 * (seq - 1), 64))
                 pushed[0] = seq
 
     thread = threading.Thread(target=pusher)
     thread.start()
+    # Snapshots until there are 20 and the ring has been written through twice while
+    # they were taken: counts, not a fixed number of pushes, which faster snapshots (or
+    # slower pushes) would finish before the ring ever wrapped.
+    checked, inserted, deadline = 0, 0, time.monotonic() + 120
     try:
-        snapshots = []
-        while thread.is_alive() and len(snapshots) < 20:
-            snapshots.append(server.servicer.snapshot())
+        while checked < 20 or inserted < 2 * capacity:
+            assert thread.is_alive(), "the pusher stopped"
+            assert time.monotonic() < deadline, f"{checked} snapshots, {inserted} inserted"
+            state = server.servicer.snapshot()
+            _assert_one_moment(state, capacity)
+            checked, inserted = checked + 1, state.counters["inserted"]
     finally:
         stop.set()
         thread.join(60)
         channel.close()
-    assert len(snapshots) >= 2
-    for state in snapshots:
-        inserted, size = state.counters["inserted"], state.size
-        assert size == min(inserted, capacity)
-        ids = state.columns["obs"][:, 0].astype(np.int64)
-        slots = np.arange(size)
-        # ids 0.. were written in order from slot 0: slot j holds the newest id = j (mod C)
-        expected = slots + capacity * ((inserted - 1 - slots) // capacity)
-        np.testing.assert_array_equal(ids, expected)
-        np.testing.assert_array_equal(state.columns["action"], expected % 2)  # rows intact
-        assert state.cursor == inserted % capacity
+
+
+def _assert_one_moment(state, capacity: int) -> None:
+    """Every slot of ``state`` holds the row its counters say (rows pushed in id order)."""
+    inserted, size = state.counters["inserted"], state.size
+    assert size == min(inserted, capacity)
+    ids = state.columns["obs"][:, 0].astype(np.int64)
+    slots = np.arange(size)
+    # ids 0.. were written in order from slot 0: slot j holds the newest id = j (mod C)
+    expected = slots + capacity * ((inserted - 1 - slots) // capacity)
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(state.columns["action"], expected % 2)  # rows intact
+    assert state.cursor == inserted % capacity
