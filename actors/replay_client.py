@@ -4,12 +4,20 @@
 backpressure (rate limiter) reaches the acting loop. Failed pushes are retried with
 backoff; the server drops any batch it already has, keyed by (actor, incarnation, sequence).
 
-The sender polls the queue every ``linger_s`` and sends what it finds (up to
-``max_per_call`` batches per Push) rather than waiting in ``get()``: a waiting sender
-is woken by every ``write()`` and takes the GIL from the acting loop each time, and
-each call costs it Python time under that GIL (profile in docs/actors.md). With
-50 ms and up to 32 batches a call, an actor's gRPC work fell from ~90 to ~30-40 us of
-CPU per vector step (8 CartPole envs, 64-row batches, measured under load).
+What it sends, and when (profile and figures in docs/actors.md):
+
+* **One message per call.** Everything drained goes as *one* ``PushRequest`` (its
+  ``batches``), up to ``max_per_call`` batches and half the message size limit. A
+  push costs per message far more than per byte, on both sides: at 64-row batches
+  one message per batch cost the actor ~100 us of CPU per vector step of 8 CartPole
+  envs, and the server ~70.
+* **Serialized once, in the sender thread.** Each batch is serialized by protobuf's C
+  code and framed as one ``batches`` entry; the message is the concatenation of those
+  frames (protobuf concatenation appends repeated fields), sent as bytes with no
+  serializer. No ``PushRequest(batch=b)`` copies.
+* **Woken rarely.** The sender sleeps until the queue is half full or ``linger_s`` has
+  passed, never on every ``write()``: a sender woken per batch takes the GIL from the
+  acting loop each time.
 """
 
 from __future__ import annotations
@@ -25,9 +33,27 @@ from dqn import rpc
 from dqn.retry import Backoff, is_retryable, retry_delay
 from dqn.security import Security
 from dqn.v1 import replay_pb2 as pb
-from dqn.v1 import replay_pb2_grpc as pb_grpc
 
 log = logging.getLogger("actors.replay_client")
+
+_PUSH = "/{}/Push".format(pb.DESCRIPTOR.services_by_name["ReplayService"].full_name)
+_BATCHES_TAG = bytes([(pb.PushRequest.BATCHES_FIELD_NUMBER << 3) | 2])  # length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def frame(batch: pb.TransitionBatch) -> bytes:
+    """``batch`` as one ``PushRequest.batches`` entry on the wire: frames joined are a
+    ``PushRequest`` holding those batches in order."""
+    data = batch.SerializeToString()
+    return _BATCHES_TAG + _varint(len(data)) + data
 
 
 class ReplayWriterError(RuntimeError):
@@ -38,8 +64,8 @@ class GrpcReplayWriter:
     def __init__(
         self,
         address: str,
-        max_pending: int = 32,
-        max_per_call: int = 32,
+        max_pending: int = 64,
+        max_per_call: int = 64,
         deadline_s: float = 30.0,
         max_message_mb: int = 64,
         security: Security | None = None,
@@ -47,9 +73,15 @@ class GrpcReplayWriter:
         stop: threading.Event | None = None,
     ):
         self._channel = rpc.channel(address, max_message_mb, security)
-        self._stub = pb_grpc.ReplayServiceStub(self._channel)
+        # ReplayService.Push with requests as bytes (frames joined; no serializer)
+        self._push = self._channel.unary_unary(
+            _PUSH, request_serializer=None, response_deserializer=pb.PushResponse.FromString
+        )
         self._queue: queue.Queue[pb.TransitionBatch | None] = queue.Queue(maxsize=max_pending)
+        self._wake_at = max(1, max_pending // 2)
+        self._wake = threading.Event()
         self._max_per_call = max_per_call
+        self._max_bytes = max_message_mb * rpc.MiB // 2
         self._linger = linger_s
         self._deadline = deadline_s
         self._error: Exception | None = None
@@ -67,6 +99,8 @@ class GrpcReplayWriter:
         while not self._closed.is_set():
             try:
                 self._queue.put(batch, timeout=0.5 if not self._stop.is_set() else 0.0)
+                if self._queue.qsize() >= self._wake_at:
+                    self._wake.set()
                 return
             except queue.Full:
                 if self._error is not None:
@@ -79,12 +113,11 @@ class GrpcReplayWriter:
 
     def _run(self) -> None:
         backoff = Backoff()
+        carry: bytes | None = None  # a frame drained that did not fit the last message
         while not self._closed.is_set():
-            # Poll, never block on the queue: a sender waiting in get() is woken by every
-            # write(), and each wake-up takes the GIL from the acting loop (under load the
-            # loop then waits to be scheduled again). Polling wakes 1/linger times a second.
-            pending = []
-            while len(pending) < self._max_per_call:
+            frames, size = ([carry], len(carry)) if carry else ([], 0)
+            carry = None
+            while len(frames) < self._max_per_call:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -92,15 +125,23 @@ class GrpcReplayWriter:
                 if item is None:
                     self._closed.set()
                     break
-                pending.append(item)
-            if not pending:
-                self._closed.wait(self._linger)
+                data = frame(item)
+                if frames and size + len(data) > self._max_bytes:
+                    carry = data
+                    break
+                frames.append(data)
+                size += len(data)
+            if not frames:
+                # Poll, never block on the queue: a sender waiting in get() is woken by
+                # every write(), and each wake-up takes the GIL from the acting loop.
+                # write() wakes it once the queue is half full.
+                self._wake.wait(self._linger)
+                self._wake.clear()
                 continue
+            message = b"".join(frames)
             while True:
                 try:
-                    reply = self._stub.Push(
-                        iter([pb.PushRequest(batch=b) for b in pending]), timeout=self._deadline
-                    )
+                    reply = self._push(message, timeout=self._deadline)
                     self.pushed_batches += reply.accepted_batches
                     self.pushed_transitions += reply.accepted_transitions
                     backoff.reset()
@@ -129,6 +170,7 @@ class GrpcReplayWriter:
         deadline = time.monotonic() + timeout
         try:  # behind everything still queued, so close() flushes it
             self._queue.put(None, timeout=timeout)
+            self._wake.set()
         except queue.Full:
             self._closed.set()
         self._thread.join(max(0.0, deadline - time.monotonic()))

@@ -237,22 +237,26 @@ class ReplayServicer(pb_grpc.ReplayServiceServicer):
                     "by no reply are dropped as duplicates when sent again)",
                 )
             try:
-                batch = _parse(pb.PushRequest, raw).batch
-                columns = validate_batch(batch, self.spec)
-                n = len(columns["action"])
-                self._check_admissible(n)
+                batches = _batches_of(_parse(pb.PushRequest, raw))
             except BatchError as exc:
                 await self._refuse(context, exc)
-            verdict = self._admission(batch, n)
-            if verdict is None:
-                verdict = await self._wait_to_insert(batch, n, context)
-            if verdict is DUPLICATE:
-                self.duplicates += 1
-                duplicates += 1
-                continue
-            self._store(batch, columns, n)
-            accepted += 1
-            transitions += n
+            for name, batch in batches:
+                try:
+                    columns = validate_batch(batch, self.spec)
+                    n = len(columns["action"])
+                    self._check_admissible(n)
+                except BatchError as exc:
+                    await self._refuse(context, exc.naming(name))
+                verdict = self._admission(batch, n)
+                if verdict is None:
+                    verdict = await self._wait_to_insert(batch, n, context)
+                if verdict is DUPLICATE:
+                    self.duplicates += 1
+                    duplicates += 1
+                    continue
+                self._store(batch, columns, n)
+                accepted += 1
+                transitions += n
         return pb.PushResponse(
             accepted_batches=accepted,
             accepted_transitions=transitions,
@@ -520,6 +524,15 @@ async def _busy(context, code: grpc.StatusCode, why: str) -> None:
         f"{why}; retry in {RATE_LIMITED_RETRY_MS} ms",
         trailing_metadata=((RETRY_AFTER_KEY, str(RATE_LIMITED_RETRY_MS)),),
     )
+
+
+def _batches_of(request: pb.PushRequest) -> list[tuple[str, pb.TransitionBatch]]:
+    """The batches of one Push message, in order, with the field each is named by in
+    errors: ``batch``, then ``batches[i]``. A message with neither is the empty batch
+    (refused by validation as such)."""
+    out = [("batch", request.batch)] if request.HasField("batch") else []
+    out += [(f"batches[{i}]", b) for i, b in enumerate(request.batches)]
+    return out or [("batch", request.batch)]
 
 
 def _parse(cls, raw):

@@ -27,6 +27,13 @@ class BatchError(Exception):
         self.code = code
         self.message = message
 
+    def naming(self, field: str) -> BatchError:
+        """This error about ``batch.*`` said of the batch named ``field`` instead (one of
+        a Push message's ``batches[i]``)."""
+        if field == "batch" or not self.message.startswith("batch."):
+            return self
+        return BatchError(self.code, field + self.message[len("batch") :])
+
 
 def _invalid(message: str) -> BatchError:
     return BatchError(grpc.StatusCode.INVALID_ARGUMENT, message)

@@ -81,10 +81,12 @@ class Episode(_message.Message):
     def __init__(self, actor_id: _Optional[int] = ..., episode_return: _Optional[float] = ..., length: _Optional[int] = ..., truncated: _Optional[bool] = ..., env_steps: _Optional[int] = ...) -> None: ...
 
 class PushRequest(_message.Message):
-    __slots__ = ("batch",)
+    __slots__ = ("batch", "batches")
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     batch: TransitionBatch
-    def __init__(self, batch: _Optional[_Union[TransitionBatch, _Mapping]] = ...) -> None: ...
+    batches: _containers.RepeatedCompositeFieldContainer[TransitionBatch]
+    def __init__(self, batch: _Optional[_Union[TransitionBatch, _Mapping]] = ..., batches: _Optional[_Iterable[_Union[TransitionBatch, _Mapping]]] = ...) -> None: ...
 
 class PushResponse(_message.Message):
     __slots__ = ("accepted_batches", "accepted_transitions", "duplicate_batches")

@@ -110,7 +110,7 @@ def test_writer_surfaces_non_retryable_refusal(replay_server):
         writer.write(make_batch(0, 0, 4))  # sequence 0 is invalid
         writer._thread.join(10)  # the sender stops on a non-retryable error
         assert not writer._thread.is_alive()
-        with pytest.raises(ReplayWriterError, match="batch.sequence"):
+        with pytest.raises(ReplayWriterError, match=r"batches\[0\]\.sequence: must be >= 1"):
             writer.write(make_batch(1, 0, 4))
     finally:
         writer.close()

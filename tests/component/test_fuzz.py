@@ -362,14 +362,50 @@ def test_random_bytes_as_a_serialized_push_request(disposable_harness, mutation)
         # Not a PushRequest at all: refused as such, nothing stored.
         harness.refused(raw, INVALID, "request: not a valid dqn.v1.PushRequest message")
         return
-    # Parses: the server must answer exactly as its validator does.
-    try:
-        cols = validate_batch(request.batch, SPEC)
-    except BatchError as exc:
-        assert exc.message.startswith("batch."), exc.message
-        harness.refused(raw, exc.code, exc.message)
+    # Parses: the server must answer exactly as its validator does, batch by batch
+    # (`batch`, then each of `batches`; appended bytes can add one of those).
+    entries = [("batch", request.batch)] if request.HasField("batch") else []
+    entries += [(f"batches[{i}]", b) for i, b in enumerate(request.batches)]
+    entries = entries or [("batch", request.batch)]
+    outcomes = []
+    for name, batch in entries:
+        try:
+            outcomes.append((name, batch, validate_batch(batch, SPEC)))
+        except BatchError as exc:
+            assert exc.message.startswith("batch."), exc.message
+            outcomes.append((name, batch, BatchError(exc.code, name + exc.message[5:])))
+            break
+    if len(outcomes) == 1:
+        name, batch, got = outcomes[0]
+        if isinstance(got, BatchError):
+            harness.refused(raw, got.code, got.message)
+        else:
+            harness.accepted(raw, batch, {k: np.array(v) for k, v in got.items()})
+        return
+    # Several batches: each valid one before the first invalid one is stored (or
+    # dropped as a duplicate) as if it came in a message of its own; then the call is
+    # refused naming the invalid one.
+    servicer = harness.server.servicer
+    expected, newest = 0, {}
+    for _, batch, got in outcomes:
+        if isinstance(got, BatchError):
+            break
+        key = (batch.actor_id, batch.incarnation)
+        with servicer.lock:
+            duplicate = servicer.book.is_duplicate(batch)
+        if not duplicate and batch.sequence > newest.get(key, 0):
+            expected += len(got["action"])
+            newest[key] = batch.sequence
+    before = info(harness.stub)
+    last = outcomes[-1][2]
+    if isinstance(last, BatchError):
+        with pytest.raises(grpc.RpcError) as err:
+            harness.send_all(raw)
+        assert (err.value.code(), err.value.details()) == (last.code, last.message)
     else:
-        harness.accepted(raw, request.batch, {k: np.array(v) for k, v in cols.items()})
+        harness.send_all(raw)
+    assert info(harness.stub).inserted - before.inserted == expected
+    harness._baseline()
 
 
 @FUZZ

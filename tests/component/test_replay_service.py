@@ -33,6 +33,43 @@ def stub(replay_server):
     channel.close()
 
 
+def test_one_push_message_carries_many_batches_stored_in_order(replay_server, stub):
+    """PushRequest.batch then .batches: each stored (or dropped as a duplicate, or
+    refused naming it) as if it came in a message of its own; the writer's frames
+    joined are that message."""
+    from actors.replay_client import frame
+
+    batches = [make_batch(1, 0, 8), make_batch(2, 8, 8), make_batch(2, 16, 8)]  # 3rd: dup
+    joined = b"".join(frame(b) for b in batches)
+    assert joined == pb.PushRequest(batches=batches).SerializeToString()
+    reply = stub.Push(iter([pb.PushRequest.FromString(joined)]), timeout=10)
+    assert (reply.accepted_batches, reply.accepted_transitions, reply.duplicate_batches) == (
+        2,
+        16,
+        1,
+    )
+    ids = row_ids(decode_sample(sample(stub, batch_size=16, num_batches=8)))
+    assert set(ids.tolist()) <= set(range(16))  # the duplicate's rows 16-23 never stored
+    with replay_server.servicer.lock:
+        assert replay_server.servicer.storage.size == 16
+    # batch, then batches[0] valid, then batches[1] invalid: two stored, then refused
+    bad = make_batch(5, 40, 8)
+    bad.sequence = 0
+    request = pb.PushRequest(
+        batch=make_batch(3, 24, 8), batches=[make_batch(4, 32, 8), bad, make_batch(6, 48, 8)]
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Push(iter([request]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "batches[1].sequence: must be >= 1, got 0"
+    after = info(stub)
+    assert (after.inserted, after.size) == (32, 32)  # 3 and 4 stored, 6 never reached
+    # an empty message is the empty batch, refused as such
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Push(iter([pb.PushRequest()]), timeout=10)
+    assert err.value.details() == "batch.sequence: must be >= 1, got 0"
+
+
 def test_push_stream_then_sample_returns_pushed_rows(stub):
     reply = push(stub, make_batch(1, 0, 8), make_batch(2, 8, 8), make_batch(3, 16, 8))
     assert (reply.accepted_batches, reply.accepted_transitions, reply.duplicate_batches) == (
