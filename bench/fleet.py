@@ -13,15 +13,17 @@ push, reads the replay server's Info twice ``--seconds`` apart: fleet env steps/
 
 The raw rate is measured in the same run, before and after the fleets (mean of the
 two, so a drifting machine load shows up as a gap between them): N plain processes
-step a ``dqn.envs.make_vector_env`` of the same id and env count with random actions
-(drawn ahead in blocks) for ``--seconds``, all at once; ``vs raw`` is the fleet's rate
-over that of as many raw processes. ``vs raw per CPU`` compares env steps per CPU
-second instead (the actors' processes, all their threads, against the raw ones), a
-figure a loaded machine disturbs much less than the wall-clock rates. Memory per
-actor is psutil's ``memory_full_info`` of each actor process: USS (its own pages),
-PSS (own + its share of shared pages) and RSS; ``48 actors`` extrapolates a host of
-48 as 48 x USS + the shared part once (RSS - USS of one actor, an upper bound of what
-they share). Writes
+step a vector env of the same id and env count with random actions (drawn ahead in
+blocks) for ``--seconds``, all at once. ``vs raw`` is the fleet's rate over that of as
+many raw processes stepping gymnasium's ``SyncVectorEnv``; ``vs lean`` is over that of
+the actors' own ``LeanVectorEnv`` (the same env steps without SyncVectorEnv's info
+merging and copies: the stricter figure, what the actor adds to stepping its envs).
+``vs raw per CPU`` compares env steps per CPU second instead (the actors' processes,
+all their threads, against the raw ones), a figure a loaded machine disturbs much
+less than the wall-clock rates. Memory per actor is psutil's ``memory_full_info`` of
+each actor process: USS (its own pages), PSS (own + its share of shared pages) and
+RSS; ``48 actors`` extrapolates a host of 48 as 48 x USS + the shared part once
+(RSS - USS of one actor, an upper bound of what they share). Writes
 bench/results/fleet.json.
 """
 
@@ -62,13 +64,13 @@ class _Info:
         self.channel.close()
 
 
-def _raw_worker(env, num_envs: int, seconds: float, seed: int, ready, go, out) -> None:
+def _raw_worker(env, num_envs: int, seconds: float, seed: int, sync: bool, ready, go, out) -> None:
     """One raw vector env stepping random actions for ``seconds`` once ``go`` is set."""
     import numpy as np
 
     from dqn.envs import make_vector_env
 
-    env = make_vector_env(env, num_envs, seed=seed)
+    env = make_vector_env(env, num_envs, seed=seed, sync=sync)
     env.reset(seed=seed)
     n_actions = int(env.single_action_space.n)
     actions = np.random.default_rng(seed).integers(0, n_actions, (1024, num_envs))
@@ -86,16 +88,19 @@ def _raw_worker(env, num_envs: int, seconds: float, seed: int, ready, go, out) -
     env.close()
 
 
-def raw_rate(env, num_envs: int, procs: int, seconds: float) -> tuple[float, float]:
+def raw_rate(env, num_envs: int, procs: int, seconds: float, sync: bool) -> tuple[float, float]:
     """Total env steps/s of ``procs`` raw vector-env processes stepping at once, and
-    their env steps per CPU second (mean over the processes)."""
+    their env steps per CPU second (mean over the processes): gymnasium's SyncVectorEnv
+    with ``sync``, else the actors' own LeanVectorEnv."""
     ctx = mp.get_context("spawn")
     go, out = ctx.Event(), ctx.Queue()
     readies, workers = [], []
     for k in range(procs):
         ready = ctx.Event()
         p = ctx.Process(
-            target=_raw_worker, args=(env, num_envs, seconds, k, ready, go, out), daemon=True
+            target=_raw_worker,
+            args=(env, num_envs, seconds, k, sync, ready, go, out),
+            daemon=True,
         )
         p.start()
         readies.append(ready)
@@ -199,15 +204,22 @@ def run(args) -> dict:
     obs_shape, n_actions = spec.obs_shape, spec.n_actions
     rows: list[dict] = []
     env_id, num_envs = base.env.id, base.actors.envs_per_actor
-    raw_before = {
-        n: raw_rate(base.env, num_envs, n, args.seconds) for n in sorted(set(args.counts))
-    }
-    for n, (r, c) in raw_before.items():
-        print(
-            f"raw {n} x SyncVectorEnv({env_id} x{num_envs}): {r:,.0f} env steps/s, "
-            f"{c:,.0f} per CPU second",
-            flush=True,
-        )
+    counts = sorted(set(args.counts))
+
+    def raw_all() -> dict[tuple[int, bool], tuple[float, float]]:
+        out = {}
+        for n in counts:
+            for sync in (True, False):
+                out[n, sync] = r, c = raw_rate(base.env, num_envs, n, args.seconds, sync)
+                kind = "SyncVectorEnv" if sync else "LeanVectorEnv"
+                print(
+                    f"raw {n} x {kind}({env_id} x{num_envs}): {r:,.0f} env steps/s, "
+                    f"{c:,.0f} per CPU second",
+                    flush=True,
+                )
+        return out
+
+    raw_before = raw_all()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         server = ReplayServerProcess(Path(tmp), *args.extra)
         weights = WeightServer("127.0.0.1", 0)
@@ -257,16 +269,24 @@ def run(args) -> dict:
             info.close()
             weights.stop()
             server.stop()
-    raw_after = {n: raw_rate(base.env, num_envs, n, args.seconds) for n in raw_before}
+    raw_after = raw_all()
     for row in rows:
         n = row["actors"]
-        (before, cpu_before), (after, cpu_after) = raw_before[n], raw_after[n]
+        (before, cpu_before), (after, cpu_after) = raw_before[n, True], raw_after[n, True]
         raw, raw_cpu = (before + after) / 2, (cpu_before + cpu_after) / 2
         row["raw_env_steps_per_s"], row["raw_before"], row["raw_after"] = raw, before, after
         row["raw_env_steps_per_cpu_s"] = raw_cpu
         row["vs_raw"] = row["env_steps_per_s"] / raw if raw else None
         per_cpu = row.get("env_steps_per_cpu_s")
         row["vs_raw_per_cpu"] = per_cpu / raw_cpu if per_cpu and raw_cpu else None
+        (lean_before, lean_cpu_before), (lean_after, lean_cpu_after) = (
+            raw_before[n, False],
+            raw_after[n, False],
+        )
+        lean, lean_cpu = (lean_before + lean_after) / 2, (lean_cpu_before + lean_cpu_after) / 2
+        row["lean_env_steps_per_s"], row["lean_env_steps_per_cpu_s"] = lean, lean_cpu
+        row["vs_lean"] = row["env_steps_per_s"] / lean if lean else None
+        row["vs_lean_per_cpu"] = per_cpu / lean_cpu if per_cpu and lean_cpu else None
     try:
         load = os.getloadavg()
     except OSError:
@@ -301,6 +321,9 @@ def report(result: dict) -> None:
             "per CPU s",
             "raw per CPU s",
             "vs raw per CPU",
+            "lean env steps/s",
+            "vs lean",
+            "vs lean per CPU",
             "USS MiB",
             "PSS MiB",
             "RSS MiB",
@@ -318,6 +341,9 @@ def report(result: dict) -> None:
                 r.get("env_steps_per_cpu_s"),
                 r.get("raw_env_steps_per_cpu_s"),
                 r.get("vs_raw_per_cpu"),
+                r.get("lean_env_steps_per_s"),
+                r.get("vs_lean"),
+                r.get("vs_lean_per_cpu"),
                 r.get("memory", {}).get("uss_mib"),
                 r.get("memory", {}).get("pss_mib"),
                 r.get("memory", {}).get("rss_mib"),
@@ -327,7 +353,8 @@ def report(result: dict) -> None:
         ],
     )
     print(
-        "raw = the mean of the raw runs before and after the fleets; raw before/after: "
+        "raw = gymnasium's SyncVectorEnv, lean = dqn.vector_env.LeanVectorEnv (what the actors "
+        "step), each the mean of runs before and after the fleets; raw before/after: "
         + ", ".join(
             f"{r['actors']}: {r['raw_before']:,.0f}/{r['raw_after']:,.0f}"
             for r in result["rows"]

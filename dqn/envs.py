@@ -30,6 +30,7 @@ import numpy as np
 from gymnasium import spaces
 
 from dqn.config import Config, ConfigError, EnvConfig
+from dqn.vector_env import LeanVectorEnv
 
 
 class _Probe(gym.Env):
@@ -348,14 +349,19 @@ def make_env(env: EnvConfig, **extra) -> gym.Env:
     return _wrap(_make_base(env, extra), env.wrappers)
 
 
-def make_vector_env(env: EnvConfig, num_envs: int, seed: int | None = None) -> gym.vector.VectorEnv:
-    """A SyncVectorEnv of ``num_envs`` :func:`make_env` envs in gymnasium's NEXT_STEP
-    autoreset mode (checked)."""
+def make_vector_env(
+    env: EnvConfig, num_envs: int, seed: int | None = None, sync: bool = False
+) -> gym.vector.VectorEnv:
+    """``num_envs`` :func:`make_env` envs stepped in this process in gymnasium's NEXT_STEP
+    autoreset mode: a :class:`dqn.vector_env.LeanVectorEnv` (what actors and evaluators
+    step), or with ``sync`` gymnasium's ``SyncVectorEnv`` (the same steps, plus merged
+    infos; the reference it is tested against and the raw rate bench/fleet.py shows)."""
     _check_config(env)
-    vec = gym.vector.SyncVectorEnv(
-        [lambda: make_env(env) for _ in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-    )
+    fns = [lambda: make_env(env) for _ in range(num_envs)]
+    if sync:
+        vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    else:
+        vec = LeanVectorEnv(fns)
     if seed is not None:
         vec.action_space.seed(seed)
     return vec
