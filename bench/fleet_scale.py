@@ -24,7 +24,8 @@ servers share no GIL):
 * one learner client (the main process, apart from the actors) loops ``Sample``
   (128 x 16, at most ``--sample-hz`` calls/s, like a learner doing ~300 updates/s)
   and ``Info``, checks gRPC health on both servers, and publishes a new weights
-  version every ``--publish-every`` seconds.
+  version every ``--publish-every`` seconds, once every actor holds the first
+  version and has had a batch accepted.
 
 Measured: the delay from each publish until every actor holds that version or a newer
 one (p50/p99/max over publishes, and over (actor, publish) pairs), ``Sample``/``Info``
@@ -482,6 +483,16 @@ class ActorHost:
     def holding(self, version: int) -> int:
         return sum(actor.version >= version for actor in self.actors)
 
+    async def wait_pushed(self, timeout: float) -> bool:
+        """Wait until every actor has had a batch accepted (their first pushes are
+        spread over one push interval, and a busy server's retry hint delays some)."""
+        deadline = time.monotonic() + timeout
+        while any(actor.pushed == 0 for actor in self.actors):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def wait_all(self, version: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while self.holding(version) < len(self.actors):
@@ -525,6 +536,9 @@ async def _actor_host(index, actor_ids, settings, replay, weights, token, comman
     host.start()
     t0 = time.monotonic()
     await host.wait_all(1, settings.warmup_timeout_s)
+    # ready = every actor holds the first weights and has pushed: the run measured next
+    # then sees a whole fleet, however fast this machine starts it
+    await host.wait_pushed(settings.warmup_timeout_s)
     results.put(("ready", index, host.holding(1), time.monotonic() - t0))
     limit = settings.warmup_timeout_s + settings.publishes * settings.publish_every_s + 600
     loop = asyncio.get_running_loop()
