@@ -64,7 +64,7 @@ class GrpcReplayWriter:
     def __init__(
         self,
         address: str,
-        max_pending: int = 64,
+        max_pending: int = 32,
         max_per_call: int = 64,
         deadline_s: float = 30.0,
         max_message_mb: int = 64,
