@@ -43,12 +43,16 @@ def _encode(array: np.ndarray, tensor: pb.Tensor) -> None:
 
 
 class TransitionAdder:
-    """Vectorized: a vector step is a few whole-array writes into a ring of recent steps
-    (no per-env Python loop); the transitions are cut out of the ring, all envs and
-    steps at once, when ``push_every`` of them are ready (or the ring is about to
-    wrap). Batches, their order, sizes and episode records are those of the simple
-    per-env algorithm described above: rows in (step, env) order, oldest window start
-    first; every batch exactly ``push_every`` rows except the one ``flush()`` sends.
+    """Vectorized: a vector step is five whole-array writes into a ring of recent steps
+    (actions, rewards, next observations, terminated, truncated) and nothing else. Every
+    ``ceil(push_every / E)`` steps (and on ``flush()``) the steps since the last cut are
+    read back, all envs and steps at once: which steps were reset-only, each window's
+    length, the transitions each step completed, the episodes that ended, and the
+    rows. The batches, their order, sizes, stamps and episode records are those of the
+    simple per-env algorithm described above: rows in (step, env) order, oldest window
+    start first; every batch exactly ``push_every`` rows except the one ``flush()``
+    sends; a batch is stamped with the env steps at the step that completed it. It is
+    sent at the cut after that step, at most ``ceil(push_every / E)`` steps later.
     """
 
     def __init__(
@@ -89,25 +93,25 @@ class TransitionAdder:
         self._gpow = np.array(powers, dtype=np.float64)
         self._gpow32 = self._gpow.astype(np.float32)
         self._k = np.arange(n)
-        # Ring of the last H steps: steps not cut yet (at most K) and the n-1 before
-        # them that open windows start in, plus the newest observation.
-        self._chunk = 2 * (-(-self.push_every // e)) + 2  # K
-        self._ring = self._chunk + n + 1  # H
+        self._every = -(-self.push_every // e)  # steps between cuts
+        # Ring of the last H steps: the steps not cut yet (at most _every), the n - 1
+        # before them that open windows start in, the one before those (whether the
+        # first is a reset-only step) and the newest observation.
+        self._ring = self._every + n + 2  # H
         h = self._ring
         self._obs_h: np.ndarray | None = None  # [H, E, *obs_shape]: obs at step t
         self._act_h = np.zeros((h, e), np.int64)
         self._rew_h = np.zeros((h, e), np.float64)
-        self._len_h = np.zeros((h, e), np.int64)  # window length including step t
-        self._done_h = np.zeros((h, e), bool)  # step t ended the episode
         self._term_h = np.zeros((h, e), bool)
+        self._trunc_h = np.zeros((h, e), bool)
         self._t = 0  # next step index
         self._cut = 0  # first step not cut into rows yet
-        self._len = np.zeros(e, np.int64)  # open window length per env (< n)
-        self._reset_next = np.zeros(e, dtype=bool)
-        self._any_reset = False
-        self._ep_return = np.zeros(e, dtype=np.float64)
+        # State at step _cut, for every env:
+        self._reset = np.zeros(e, dtype=bool)  # step _cut is a reset-only step
+        self._win_start = np.zeros(e, dtype=np.int64)  # first step of the open window's run
         self._ep_start = np.zeros(e, dtype=np.int64)  # first step of the episode
-        self._counted = 0  # rows completed so far (cut or not)
+        self._ep_return = np.zeros(e, dtype=np.float64)  # its return so far
+        self._counted = 0  # rows completed so far (cut)
         self._sent = 0  # rows sent so far
         self._pending: list[tuple[np.ndarray, ...]] = []  # cut, unsent column chunks
         self._pending_rows = 0
@@ -119,9 +123,13 @@ class TransitionAdder:
         obs = np.asarray(obs)
         if self._obs_h is None:
             self._obs_h = np.zeros((self._ring, *obs.shape), self.obs_dtype)
+        else:
+            self._cut_rows()  # what the steps so far completed, sent when due
+            # The next step is a transition for every env; an env whose episode just
+            # ended starts its window there (its episode record keeps its start).
+            self._win_start[self._reset] = self._t
         self._obs_h[self._t % self._ring] = obs
-        self._reset_next[:] = False
-        self._any_reset = False
+        self._reset[:] = False
 
     def add(
         self,
@@ -132,82 +140,97 @@ class TransitionAdder:
         truncated: np.ndarray,
     ) -> None:
         """One vector step: the actions taken in the last observations and what the
-        env returned. Whole-array operations only, except per finished episode."""
+        env returned. Five writes; the rest happens once per cut."""
         if self._obs_h is None:
             raise RuntimeError("observe_first() must be called before add()")
-        t, h, n = self._t, self._ring, self.n_step
+        t, h = self._t, self._ring
         s = t % h
-        ended = np.logical_or(terminated, truncated)
-        if self._any_reset:  # reset-only steps: not transitions, windows stay empty
-            reset = self._reset_next
-            valid = ~reset
-            length = self._len + valid  # open windows are empty (0) where resetting
-            done = ended & valid
-            any_done = bool(done.any())
-            np.add(self._ep_return, rewards, out=self._ep_return, where=valid)
-            self._ep_start[reset] = t + 1
-        else:
-            length = self._len + 1
-            done = ended
-            any_done = bool(ended.any())
-            self._ep_return += rewards
         self._act_h[s] = actions
         self._rew_h[s] = rewards
-        self._len_h[s] = length
+        self._term_h[s] = terminated
+        self._trunc_h[s] = truncated
         self._obs_h[(t + 1) % h] = next_obs
-        # transitions completed by this step: the whole window where an episode ended,
-        # else one where the window is full
-        if any_done:
-            rows = np.where(done, length, length == n)
-            self._done_h[s] = done
-            self._term_h[s] = terminated
-            self._end_episodes(t, done, rows, terminated, truncated)
-            self._counted += int(rows.sum())
-            self._len = np.where(done, 0, np.minimum(length, n - 1))
-        else:
-            self._done_h[s] = False
-            self._counted += np.count_nonzero(length == n)
-            self._len = np.minimum(length, n - 1, out=length)
-        self._reset_next = ended
-        # (an env that reports an end on its reset-only step is reset again)
-        self._any_reset = any_done or (self._any_reset and bool(ended.any()))
         self._t = t + 1
         self.env_steps += self.num_envs
-        if self._counted - self._sent >= self.push_every or self._t - self._cut >= self._chunk:
+        if self._t - self._cut >= self._every:
             self._cut_rows()
-            while self._pending_rows >= self.push_every:
-                self._send(self.push_every)
-
-    def _end_episodes(self, t, done, rows, terminated, truncated) -> None:
-        ended = np.flatnonzero(done)
-        position = (self._counted + np.cumsum(rows))[ended]  # rows up to env i's, inclusive
-        self._episodes.extend(
-            zip(
-                position.tolist(),
-                self._ep_return[ended].tolist(),
-                (t + 1 - self._ep_start[ended]).tolist(),
-                (truncated[ended] & ~terminated[ended]).tolist(),
-                strict=True,
-            )
-        )
-        self._ep_return[ended] = 0.0
 
     def _cut_rows(self) -> None:
-        """Cut the rows of steps ``[_cut, _t)`` out of the ring, all at once."""
+        """Read back steps ``[_cut, _t)``, all envs at once: their rows go to
+        ``_pending``, their finished episodes to ``_episodes``; then send every batch
+        those rows completed, each stamped as of the step that completed it."""
         e, h, n = self.num_envs, self._ring, self.n_step
-        steps = np.arange(self._cut, self._t)
-        self._cut = self._t
-        idx = steps % h
-        lengths, dones = self._len_h[idx], self._done_h[idx]
-        # transitions each (step, env) completed, step-major: as counted in add()
-        count = np.where(dones, lengths, lengths == n).ravel()
-        total = int(count.sum())
-        if total == 0:
+        if self._t == self._cut:
             return
-        group = np.repeat(np.arange(count.size), count)
+        steps = np.arange(self._cut, self._t)
+        idx = steps % h
+        term, trunc = self._term_h[idx], self._trunc_h[idx]
+        ended = term | trunc  # [K, E]
+        # step k is reset-only where step k - 1 reported an end (even a reset-only one)
+        reset = np.empty_like(ended)
+        reset[0] = self._reset
+        reset[1:] = ended[:-1]
+        valid = ~reset
+        # a reset-only step k starts the next episode (and window) at k + 1
+        mark = np.where(reset, steps[:, None] + 1, -1)
+        runs = np.maximum.accumulate(mark, axis=0)
+        win_start = np.maximum(runs, self._win_start)
+        ep_start = np.maximum(runs, self._ep_start)
+        length = np.where(valid, np.minimum(steps[:, None] - win_start + 1, n), 0)
+        done = ended & valid
+        count = np.where(done, length, length == n)  # rows each (step, env) completed
+        flat = count.ravel()
+        cum = np.cumsum(flat)  # rows up to and including each (step, env), step-major
+        counted0 = self._counted
+        total = int(cum[-1])
+        self._counted = counted0 + total
+        # Episode returns: a running sum over valid steps from the open episodes'
+        # returns so far, less its value at the env's previous end in this cut (the
+        # first episode of each env is summed in the order one step at a time would).
+        rewards = np.where(valid, self._rew_h[idx], 0.0)
+        rewards[0] += self._ep_return
+        running = np.cumsum(rewards, axis=0)
+        last_end = np.maximum.accumulate(np.where(done, steps[:, None] - steps[0], -1), axis=0)
+        cols = np.arange(e)
+        if done.any():
+            prev = np.vstack([np.full((1, e), -1), last_end[:-1]])  # strictly before
+            base = np.where(prev >= 0, running[np.maximum(prev, 0), cols], 0.0)
+            ends = np.flatnonzero(done.ravel())
+            k, env = np.divmod(ends, e)
+            self._episodes.extend(
+                zip(
+                    (counted0 + cum[ends]).tolist(),
+                    (running[k, env] - base[k, env]).tolist(),
+                    (steps[k] + 1 - ep_start[k, env]).tolist(),
+                    (trunc[k, env] & ~term[k, env]).tolist(),
+                    strict=True,
+                )
+            )
+        final = last_end[-1]
+        self._ep_return = running[-1] - np.where(
+            final >= 0, running[np.maximum(final, 0), cols], 0.0
+        )
+        # carried to the next cut: whether its first step is reset-only, and the starts
+        self._reset = ended[-1].copy()
+        self._win_start = win_start[-1].copy()
+        self._ep_start = ep_start[-1].copy()
+        self._cut = self._t
+        if total:
+            self._cut_columns(steps, idx, length, done, term, count, total)
+        # send every batch completed, stamped with the env steps of its last row's step
+        while self._counted - self._sent >= self.push_every:
+            row = self._sent + self.push_every  # 1-based position of its last row
+            at = int(np.searchsorted(cum, row - counted0))  # its (step, env), step-major
+            self._send(self.push_every, (int(steps[at // e]) + 1) * e)
+
+    def _cut_columns(self, steps, idx, lengths, dones, term, count, total) -> None:
+        """The rows the (step, env) pairs completed, as columns, oldest start first."""
+        e, h, n = self.num_envs, self._ring, self.n_step
+        flat = count.ravel()
+        group = np.repeat(np.arange(flat.size), flat)
         env = group % e
         t = steps[group // e]
-        first = np.cumsum(count) - count
+        first = np.cumsum(flat) - flat
         offset = np.arange(total) - first[group]  # 0 = oldest start of the window
         done = dones.ravel()[group]
         m = np.where(done, lengths.ravel()[group] - offset, n)  # steps summed
@@ -220,7 +243,7 @@ class TransitionAdder:
             self._act_h[start_slot, env],
             (r @ self._gpow[:n]).astype(np.float32),
             self._obs_h[(t + 1) % h, env],
-            done & self._term_h[idx].ravel()[group],
+            done & term.ravel()[group],
             self._gpow32[m],
         )
         self._pending.append(cols)
@@ -239,7 +262,7 @@ class TransitionAdder:
         self._pending_rows -= size
         return cols
 
-    def _send(self, size: int) -> None:
+    def _send(self, size: int, env_steps: int) -> None:
         cols = self._take(size)
         self._sent += size
         self.sequence += 1
@@ -254,7 +277,7 @@ class TransitionAdder:
             incarnation=self.incarnation,
             policy_version=self.policy_version(),
             epsilon=self.epsilon(),
-            actor_env_steps=self.env_steps,
+            actor_env_steps=env_steps,
         )
         for _, ret, length, truncated in episodes:
             batch.episodes.add(
@@ -270,16 +293,19 @@ class TransitionAdder:
         """Send what is pending as one TransitionBatch (no-op when empty)."""
         self._cut_rows()
         if self._pending_rows:
-            self._send(self._pending_rows)
+            self._send(self._pending_rows, self.env_steps)
 
     @property
     def _windows(self) -> list[list[tuple[np.ndarray, int, float]]]:
         """Per env, the open window: ``(obs, action, reward)`` of the steps whose
-        transitions are not complete yet, oldest first (for tests and debugging)."""
-        h = self._ring
+        transitions are not complete yet, oldest first (for tests and debugging; cuts
+        first, so batches due are sent)."""
+        self._cut_rows()
+        h, n = self._ring, self.n_step
         out = []
-        for i, length in enumerate(self._len.tolist()):
-            steps = range(self._t - length, self._t)
+        for i in range(self.num_envs):
+            length = 0 if self._reset[i] else min(self._t - int(self._win_start[i]), n - 1)
+            steps = range(self._t - max(length, 0), self._t)
             out.append(
                 [
                     (
