@@ -104,6 +104,7 @@ class TransitionAdder:
         self._rew_h = np.zeros((h, e), np.float64)
         self._term_h = np.zeros((h, e), bool)
         self._trunc_h = np.zeros((h, e), bool)
+        self._version_h = [0] * h  # policy_version() when step t was taken
         self._t = 0  # next step index
         self._cut = 0  # first step not cut into rows yet
         # State at step _cut, for every env:
@@ -126,8 +127,9 @@ class TransitionAdder:
         else:
             self._cut_rows()  # what the steps so far completed, sent when due
             # The next step is a transition for every env; an env whose episode just
-            # ended starts its window there (its episode record keeps its start).
+            # ended starts its window and its next episode there.
             self._win_start[self._reset] = self._t
+            self._ep_start[self._reset] = self._t
         self._obs_h[self._t % self._ring] = obs
         self._reset[:] = False
 
@@ -140,7 +142,8 @@ class TransitionAdder:
         truncated: np.ndarray,
     ) -> None:
         """One vector step: the actions taken in the last observations and what the
-        env returned. Five writes; the rest happens once per cut."""
+        env returned. Five array writes and the policy version; the rest happens once
+        per cut."""
         if self._obs_h is None:
             raise RuntimeError("observe_first() must be called before add()")
         t, h = self._t, self._ring
@@ -149,6 +152,7 @@ class TransitionAdder:
         self._rew_h[s] = rewards
         self._term_h[s] = terminated
         self._trunc_h[s] = truncated
+        self._version_h[s] = self.policy_version()
         self._obs_h[(t + 1) % h] = next_obs
         self._t = t + 1
         self.env_steps += self.num_envs
@@ -184,32 +188,38 @@ class TransitionAdder:
         counted0 = self._counted
         total = int(cum[-1])
         self._counted = counted0 + total
-        # Episode returns: a running sum over valid steps from the open episodes'
-        # returns so far, less its value at the env's previous end in this cut (the
-        # first episode of each env is summed in the order one step at a time would).
+        # Episode returns, summed one step at a time in step order as the per-env
+        # algorithm does: the running sum from the open episodes' returns so far, and
+        # for an episode that starts inside this cut a sum of its own from 0.
         rewards = np.where(valid, self._rew_h[idx], 0.0)
         rewards[0] += self._ep_return
         running = np.cumsum(rewards, axis=0)
-        last_end = np.maximum.accumulate(np.where(done, steps[:, None] - steps[0], -1), axis=0)
-        cols = np.arange(e)
+        local = steps - steps[0]
+        last_end = np.maximum.accumulate(np.where(done, local[:, None], -1), axis=0)
         if done.any():
             prev = np.vstack([np.full((1, e), -1), last_end[:-1]])  # strictly before
-            base = np.where(prev >= 0, running[np.maximum(prev, 0), cols], 0.0)
             ends = np.flatnonzero(done.ravel())
             k, env = np.divmod(ends, e)
+            returns = running[k, env]
+            for j in np.flatnonzero(prev[k, env] >= 0).tolist():
+                a, b, i = int(prev[k[j], env[j]]) + 1, int(k[j]) + 1, int(env[j])
+                returns[j] = np.cumsum(rewards[a:b, i])[-1]
             self._episodes.extend(
                 zip(
                     (counted0 + cum[ends]).tolist(),
-                    (running[k, env] - base[k, env]).tolist(),
+                    returns.tolist(),
                     (steps[k] + 1 - ep_start[k, env]).tolist(),
                     (trunc[k, env] & ~term[k, env]).tolist(),
                     strict=True,
                 )
             )
-        final = last_end[-1]
-        self._ep_return = running[-1] - np.where(
-            final >= 0, running[np.maximum(final, 0), cols], 0.0
-        )
+            tail = running[-1].copy()
+            for i in np.flatnonzero(last_end[-1] >= 0).tolist():
+                a = int(last_end[-1, i]) + 1
+                tail[i] = np.cumsum(rewards[a:, i])[-1] if a < len(steps) else 0.0
+            self._ep_return = tail
+        else:
+            self._ep_return = running[-1].copy()
         # carried to the next cut: whether its first step is reset-only, and the starts
         self._reset = ended[-1].copy()
         self._win_start = win_start[-1].copy()
@@ -217,11 +227,13 @@ class TransitionAdder:
         self._cut = self._t
         if total:
             self._cut_columns(steps, idx, length, done, term, count, total)
-        # send every batch completed, stamped with the env steps of its last row's step
+        # send every batch completed, stamped as of the step of its last row: the env
+        # steps then and the policy version that step was taken with
         while self._counted - self._sent >= self.push_every:
             row = self._sent + self.push_every  # 1-based position of its last row
             at = int(np.searchsorted(cum, row - counted0))  # its (step, env), step-major
-            self._send(self.push_every, (int(steps[at // e]) + 1) * e)
+            step = int(steps[at // e])
+            self._send(self.push_every, (step + 1) * e, self._version_h[step % h])
 
     def _cut_columns(self, steps, idx, lengths, dones, term, count, total) -> None:
         """The rows the (step, env) pairs completed, as columns, oldest start first."""
@@ -262,7 +274,7 @@ class TransitionAdder:
         self._pending_rows -= size
         return cols
 
-    def _send(self, size: int, env_steps: int) -> None:
+    def _send(self, size: int, env_steps: int, version: int) -> None:
         cols = self._take(size)
         self._sent += size
         self.sequence += 1
@@ -275,7 +287,7 @@ class TransitionAdder:
             actor_id=self.actor_id,
             sequence=self.sequence,
             incarnation=self.incarnation,
-            policy_version=self.policy_version(),
+            policy_version=version,
             epsilon=self.epsilon(),
             actor_env_steps=env_steps,
         )
@@ -293,7 +305,8 @@ class TransitionAdder:
         """Send what is pending as one TransitionBatch (no-op when empty)."""
         self._cut_rows()
         if self._pending_rows:
-            self._send(self._pending_rows, self.env_steps)
+            last = self._version_h[(self._t - 1) % self._ring] if self._t else 0
+            self._send(self._pending_rows, self.env_steps, last)
 
     @property
     def _windows(self) -> list[list[tuple[np.ndarray, int, float]]]:

@@ -161,14 +161,25 @@ class Writer:
         self.batches.append(batch)
 
 
-def drive(cls, num_envs, n_step, push_every, gamma, steps, seed, obs_shape=(3,), dtype=np.float32):
+def drive(
+    cls,
+    num_envs,
+    n_step,
+    push_every,
+    gamma,
+    steps,
+    seed,
+    obs_shape=(3,),
+    dtype=np.float32,
+    exact_rewards=True,
+    restarts=False,
+):
+    """Both adders fed the same random stream. The policy version is the number of
+    steps taken so far, as an actor's would be read at each step; ``restarts`` calls
+    ``observe_first`` again now and then (new observations mid-stream)."""
     rng = np.random.default_rng(seed)
     writer = Writer()
-    counter = {"v": 0}
-
-    def version():
-        counter["v"] += 1
-        return counter["v"]
+    clock = {"t": 0}
 
     adder = cls(
         num_envs,
@@ -178,7 +189,7 @@ def drive(cls, num_envs, n_step, push_every, gamma, steps, seed, obs_shape=(3,),
         gamma=gamma,
         n_step=n_step,
         push_every=push_every,
-        policy_version=version,
+        policy_version=lambda: clock["t"],
         epsilon=lambda: 0.125,
         priority_fn=lambda obs, a, r, nxt, term, disc: r * 2.0 + disc,
         obs_dtype=dtype,
@@ -186,17 +197,24 @@ def drive(cls, num_envs, n_step, push_every, gamma, steps, seed, obs_shape=(3,),
     obs = rng.integers(0, 200, (num_envs, *obs_shape)).astype(dtype)
     adder.observe_first(obs)
     for _ in range(steps):
+        clock["t"] += 1
         term = rng.random(num_envs) < 0.08
         trunc = rng.random(num_envs) < 0.04
+        if exact_rewards:
+            rewards = rng.integers(-8, 9, num_envs) / 4.0  # exact in binary: sums are too
+        else:
+            rewards = rng.normal(0.0, 3.0, num_envs)  # sums depend on their order
         adder.add(
             rng.integers(0, 4, num_envs),
-            rng.integers(-8, 9, num_envs) / 4.0,  # exact in binary: sums are exact too
+            rewards,
             rng.integers(0, 200, (num_envs, *obs_shape)).astype(dtype),
             term,
             trunc,
         )
         if rng.random() < 0.01:
             adder.flush()  # an early flush shifts every later batch boundary
+        if restarts and rng.random() < 0.02:
+            adder.observe_first(rng.integers(0, 200, (num_envs, *obs_shape)).astype(dtype))
     adder.flush()
     return writer.batches
 
@@ -217,6 +235,36 @@ def test_vectorized_adder_sends_what_the_per_env_reference_sends(
         assert a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True), (
             f"batch {k} differs"
         )
+
+
+@pytest.mark.parametrize(
+    "num_envs, n_step, push_every",
+    [(1, 1, 1), (1, 8, 1), (3, 4, 2), (7, 1, 3), (8, 3, 64), (16, 1, 5), (2, 2, 1)],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inexact_rewards_and_restarts_mid_stream(num_envs, n_step, push_every, seed):
+    """Episode returns summed in the reference's order, to the last bit; episodes
+    counted afresh after an ``observe_first`` that follows an episode's end."""
+    kw = dict(exact_rewards=False, restarts=True)
+    got = drive(TransitionAdder, num_envs, n_step, push_every, 0.99, 300, seed, **kw)
+    want = drive(ReferenceAdder, num_envs, n_step, push_every, 0.99, 300, seed, **kw)
+    assert len(want) > 3
+    episodes = 0
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert list(a.episodes) == list(b.episodes), f"batch {k}"
+        episodes += len(b.episodes)
+        assert (a.sequence, a.actor_env_steps, a.policy_version) == (
+            b.sequence,
+            b.actor_env_steps,
+            b.policy_version,
+        )
+        for name in TRANSITION_COLUMNS:
+            x, y = codec.decode(getattr(a, name)), codec.decode(getattr(b, name))
+            if name == "reward":  # n-step sums: gamma powers in another order
+                np.testing.assert_allclose(x, y, rtol=1e-6)
+            else:
+                np.testing.assert_array_equal(x, y)
+    assert len(got) == len(want) and episodes > 3
 
 
 def test_uint8_observations_and_an_inexact_gamma():
