@@ -112,8 +112,8 @@ class GrpcReplayWriter:
                     return
 
     def _run(self) -> None:
-        backoff = Backoff()
         carry: bytes | None = None  # a frame drained that did not fit the last message
+        draining = False  # close() queued its marker: send what is left, then end
         while not self._closed.is_set():
             frames, size = ([carry], len(carry)) if carry else ([], 0)
             carry = None
@@ -123,7 +123,7 @@ class GrpcReplayWriter:
                 except queue.Empty:
                     break
                 if item is None:
-                    self._closed.set()
+                    draining = True
                     break
                 data = frame(item)
                 if frames and size + len(data) > self._max_bytes:
@@ -132,34 +132,45 @@ class GrpcReplayWriter:
                 frames.append(data)
                 size += len(data)
             if not frames:
+                if draining:
+                    return
                 # Poll, never block on the queue: a sender waiting in get() is woken by
                 # every write(), and each wake-up takes the GIL from the acting loop.
                 # write() wakes it once the queue is half full.
                 self._wake.wait(self._linger)
                 self._wake.clear()
                 continue
-            message = b"".join(frames)
-            while True:
-                try:
-                    reply = self._push(message, timeout=self._deadline)
-                    self.pushed_batches += reply.accepted_batches
-                    self.pushed_transitions += reply.accepted_transitions
-                    backoff.reset()
-                    break
-                except ValueError:  # "Cannot invoke RPC on closed channel": close() won
-                    if self._closed.is_set():
-                        return
-                    raise
-                except grpc.RpcError as exc:
-                    if self._closed.is_set():  # cancelled by close(): not the server's word
-                        return
-                    if not is_retryable(exc):
-                        self._error = exc
-                        log.error("replay server refused a batch: %s %s", exc.code(), exc.details())
-                        return
-                    delay = retry_delay(exc, backoff)
-                    log.debug("push failed (%s), retrying in %.2fs", exc.code(), delay)
-                    self._closed.wait(delay)
+            if not self._push_until_done(b"".join(frames)):
+                # close() ran out of time, or the server refused for good
+                self.dropped_at_stop += len(frames) if self._error is None else 0
+                return
+            if draining and carry is None:
+                return
+
+    def _push_until_done(self, message: bytes) -> bool:
+        """Send one message, retrying what is retryable (also while draining at close),
+        until it is acknowledged (True), refused for good or ``close()`` gives up (False)."""
+        backoff = Backoff()
+        while True:
+            try:
+                reply = self._push(message, timeout=self._deadline)
+                self.pushed_batches += reply.accepted_batches
+                self.pushed_transitions += reply.accepted_transitions
+                return True
+            except ValueError:  # "Cannot invoke RPC on closed channel": close() won
+                if self._closed.is_set():
+                    return False
+                raise
+            except grpc.RpcError as exc:
+                if self._closed.is_set():  # cancelled by close(): not the server's word
+                    return False
+                if not is_retryable(exc):
+                    self._error = exc
+                    log.error("replay server refused a batch: %s %s", exc.code(), exc.details())
+                    return False
+                delay = retry_delay(exc, backoff)
+                log.debug("push failed (%s), retrying in %.2fs", exc.code(), delay)
+                self._closed.wait(delay)
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush what is queued, within ``timeout`` in all. A queue still full when the
@@ -176,5 +187,10 @@ class GrpcReplayWriter:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         self._closed.set()
         self._channel.close()  # cancels a push still blocked on the server
+        self._thread.join(1.0)  # the sender counts what it was still trying to send
         if self.dropped_at_stop:
-            log.info("%d batches not sent: the server held them back at stop", self.dropped_at_stop)
+            log.info(
+                "%d batches not sent: the server held them back or could not be reached "
+                "before close() gave up",
+                self.dropped_at_stop,
+            )

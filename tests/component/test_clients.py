@@ -84,6 +84,31 @@ def test_writer_close_flushes_a_full_queue_under_backpressure(replay_server):
     )
 
 
+def test_close_keeps_retrying_the_last_message_until_it_lands(replay_server_factory):
+    """The last message is retried like any other while close() has time left: a
+    replay server that is not up yet when the actor closes still gets every batch."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on yet
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # a long linger: the sender wakes only for close(), and drains the batches and
+    # close()'s marker together, so it is draining when its push fails
+    writer = GrpcReplayWriter(f"127.0.0.1:{port}", linger_s=30.0)
+    for seq in range(1, 4):
+        writer.write(make_batch(seq, (seq - 1) * 10, 10, actor_id=6))
+    closer = threading.Thread(target=writer.close, kwargs={"timeout": 60.0})
+    closer.start()
+    assert wait_until(writer._queue.empty)  # the marker taken: the sender is draining
+    server = replay_server_factory(port=port)
+    closer.join(90)
+    assert not closer.is_alive()
+    assert (writer.pushed_batches, writer.dropped_at_stop) == (3, 0)
+    channel, stub = replay_stub(server.address)
+    with channel:
+        assert info(stub).inserted == 30
+
+
 def test_a_stopping_writer_does_not_wait_on_backpressure(replay_server):
     """An actor told to stop while the server holds pushes back (its rate limiter once
     the learner stopped sampling) drops what cannot be queued and closes without
