@@ -1,8 +1,9 @@
 """A real Ray fleet past the old 32-thread ceiling: `dqn train` with 48 Ray actors of
 one env each on fractional CPUs. Every actor must be seen acting with the learner's
-weights, and then each one is seen keeping up: acting with a version the learner
-published after a mark taken while training goes on (per-actor version from the
-replay server's Info)."""
+weights, and then each one is seen keeping up, round after round: acting with a
+version the learner published after a mark taken while training goes on, the slowest
+actor within a few times the median one's time (per-actor version from the replay
+server's Info)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ from tests.integration._train import start_dqn, summary
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ACTORS = 48
+ROUNDS = 3
+# the slowest actor may take this many times the median actor's time to pick up a new
+# version, or this many seconds (a poll is 0.5 s apart, and an Info call on 2 busy cores
+# takes a while)
+SLOWEST_VS_MEDIAN = 5.0
+SLOWEST_FLOOR_S = 10.0
 
 
 def _log(tmp_path) -> str:
@@ -91,36 +98,51 @@ def test_48_ray_actors_all_act_with_the_learners_weights(tmp_path):
                     seen.setdefault(a.actor_id, a.policy_version)
             time.sleep(1.0)
         all_current = time.monotonic() - t0
-        # Training goes on meanwhile, and every actor keeps up with it: each one is
-        # seen acting with a version the learner published after this point. An actor
-        # stuck on old weights never gets there, however fast or slow the machine
-        # (a fixed bound on the lag in versions would depend on how many versions
-        # the learner publishes while 48 actors share 2 cores).
-        before = _info(address, token)
-        mark = before.learner_version
-        deadline = time.monotonic() + 300
-        while True:
-            after = _info(address, token)
-            behind = sorted(a.actor_id for a in after.actors if a.policy_version <= mark)
-            if len(after.actors) == ACTORS and not behind:
-                break
-            assert proc.poll() is None, _log(tmp_path)
-            assert time.monotonic() < deadline, (
-                f"{len(behind)} of {ACTORS} actors never acted with a version newer than "
-                f"{mark} (newest now {after.learner_version}): {behind}",
+        # Training goes on meanwhile, and every actor keeps up with it, round after
+        # round: a mark is the learner's version at some moment, and each actor is
+        # timed until it acts with a newer one. A fixed bound on the lag in versions
+        # would depend on how many versions the learner publishes while 48 actors
+        # share 2 cores (CI's machine saw 9 against a bound of 8); the slowest actor
+        # against the median one does not: a stuck or starved actor is far behind
+        # the rest on any machine.
+        rounds = []
+        for _ in range(ROUNDS):
+            before = _info(address, token)
+            mark, t_mark = before.learner_version, time.monotonic()
+            passed: dict[int, float] = {}
+            deadline = t_mark + 300
+            while len(passed) < ACTORS:
+                assert proc.poll() is None, _log(tmp_path)
+                after = _info(address, token)
+                now = time.monotonic() - t_mark
+                for a in after.actors:
+                    if a.policy_version > mark:
+                        passed.setdefault(a.actor_id, now)
+                behind = sorted(set(range(ACTORS)) - set(passed))
+                assert time.monotonic() < deadline, (
+                    f"{len(behind)} of {ACTORS} actors never acted with a version newer "
+                    f"than {mark} (newest now {after.learner_version}): {behind}",
+                    _log(tmp_path),
+                )
+                if behind:
+                    time.sleep(0.5)
+            times = sorted(passed.values())
+            median = times[len(times) // 2]
+            slowest = max(passed, key=passed.get)
+            assert passed[slowest] <= max(SLOWEST_FLOOR_S, SLOWEST_VS_MEDIAN * median), (
+                f"actor {slowest} took {passed[slowest]:.1f} s to act with a version newer "
+                f"than {mark}; the median actor {median:.1f} s",
                 _log(tmp_path),
             )
-            time.sleep(1.0)
-        newest = after.learner_version
-        assert newest > mark
-        assert after.inserted > before.inserted
-        per_actor = {a.actor_id: newest - a.policy_version for a in after.actors}
+            assert after.learner_version > mark and after.inserted > before.inserted
+            per_actor = {a.actor_id: after.learner_version - a.policy_version for a in after.actors}
+            rounds.append((median, passed[slowest], max(per_actor.values())))
         print(
             f"\nall {ACTORS} actors acting with published weights {all_current:.0f} s after "
-            f"start, and all past version {mark} when the learner was at {newest}; "
-            f"per-actor lag then max {max(per_actor.values())}, mean "
-            f"{sum(per_actor.values()) / ACTORS:.2f} versions (server policy_lag "
-            f"{after.policy_lag:.2f}); {after.env_steps:,} env steps"
+            "start; then per round, seconds until every actor acted with a version newer "
+            "than the mark (median / slowest) and the largest lag in versions then: "
+            + ", ".join(f"{m:.1f} / {w:.1f} s, lag {lag}" for m, w, lag in rounds)
+            + f"; {after.env_steps:,} env steps"
         )
     finally:
         if proc.poll() is None:
