@@ -536,9 +536,10 @@ async def _actor_host(index, actor_ids, settings, replay, weights, token, comman
     host.start()
     t0 = time.monotonic()
     await host.wait_all(1, settings.warmup_timeout_s)
-    # ready = every actor holds the first weights and has pushed: the run measured next
-    # then sees a whole fleet, however fast this machine starts it
-    await host.wait_pushed(settings.warmup_timeout_s)
+    # ready = every actor holds the first weights and has pushed, within the one warm-up
+    # time: the run measured next then sees a whole fleet, however fast this machine
+    # starts it (an actor still silent then shows in the report as pushed 0)
+    await host.wait_pushed(max(0.0, settings.warmup_timeout_s - (time.monotonic() - t0)))
     results.put(("ready", index, host.holding(1), time.monotonic() - t0))
     limit = settings.warmup_timeout_s + settings.publishes * settings.publish_every_s + 600
     loop = asyncio.get_running_loop()

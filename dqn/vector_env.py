@@ -53,6 +53,10 @@ class LeanVectorEnv(gym.vector.VectorEnv):
         self._autoreset = [False] * self.num_envs
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options=None):
+        """Reset every env (``seed + i`` for an int seed). ``options`` goes to each env;
+        SyncVectorEnv's partial reset (``options["reset_mask"]``) is not supported."""
+        if options and "reset_mask" in options:
+            raise ValueError("reset: options['reset_mask'] (a partial reset) is not supported")
         if seed is None:
             seeds: Sequence[int | None] = [None] * self.num_envs
         elif isinstance(seed, int):

@@ -65,6 +65,8 @@ def test_lean_vector_env_refuses_a_wrong_number_of_actions_and_seeds():
         env.step(np.zeros(2, np.int64))
     with pytest.raises(ValueError, match="2 seeds for 3 envs"):
         env.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="reset_mask"):
+        env.reset(options={"reset_mask": np.array([True, False, True])})
     obs, _ = env.reset(seed=[1, None, 3])
     assert obs.shape == (3, 4)
     env.close()
