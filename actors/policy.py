@@ -80,6 +80,7 @@ class NumpyQNetwork:
             shapes["value.weight"], shapes["value.bias"] = (1, widths[-1]), (1,)
         self.shapes = shapes
         self._state: dict[str, np.ndarray] = {}
+        self._buffers: dict[int, list[np.ndarray]] = {}  # batch size -> hidden activations
 
     def init(self, rng: np.random.Generator) -> NumpyQNetwork:
         """Random weights as ``torch.nn.Linear`` initialises them: U(-1/sqrt(fan_in), +)."""
@@ -121,19 +122,28 @@ class NumpyQNetwork:
         return dict(self._state)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        """Q-values ``[B, n_actions]`` float32 of observations ``[B, *obs_shape]``."""
+        """Q-values ``[B, n_actions]`` float32 of observations ``[B, *obs_shape]`` (a new
+        array each call). The hidden activations go into buffers kept per batch size,
+        so one network serves one thread at a time."""
         x = np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_dim)
-        for w, b in self._layers:
-            x = x @ w
-            x += b
-            np.maximum(x, 0.0, out=x)
+        hidden = self._buffers.get(len(x))
+        if hidden is None:
+            if len(self._buffers) >= 8:  # batch sizes seen: the loop's E, a few others
+                self._buffers.clear()
+            hidden = [np.empty((len(x), w.shape[1]), np.float32) for w, _ in self._layers]
+            self._buffers[len(x)] = hidden
+        for (w, b), out in zip(self._layers, hidden, strict=True):
+            np.dot(x, w, out=out)
+            out += b
+            np.maximum(out, 0.0, out=out)
+            x = out
         w, b = self._head
-        adv = x @ w
+        adv = np.dot(x, w)
         adv += b
         if self._value is None:
             return adv
         w, b = self._value
-        v = x @ w
+        v = np.dot(x, w)
         v += b
         return v + adv - adv.mean(axis=1, keepdims=True)
 

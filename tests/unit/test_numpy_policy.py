@@ -51,6 +51,22 @@ def test_numpy_forward_equals_torch_qnetwork(obs_dim, n_actions, hidden, dueling
     np.testing.assert_array_equal(got.argmax(1)[clear], want.argmax(1)[clear])
 
 
+@pytest.mark.parametrize("dueling", [False, True])
+def test_each_call_returns_its_own_array_whatever_the_batch_sizes(dueling):
+    """Hidden activations are reused per batch size; what a call returns is not."""
+    net = NumpyQNetwork(4, 3, (16, 8), dueling).init(np.random.default_rng(1))
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
+    qa = net(a)
+    kept = qa.copy()
+    for size in (8, 64, 1, 5, 8, 3, 7, 9, 11, 13, 8):  # more sizes than it keeps buffers for
+        net(rng.normal(size=(size, 4)))
+    qb = net(b)
+    np.testing.assert_array_equal(qa, kept)
+    assert not np.shares_memory(qa, qb)
+    np.testing.assert_array_equal(net(a), kept)
+
+
 def test_numpy_network_takes_exactly_qnetworks_keys_and_shapes():
     net = QNetwork(4, 2, (16, 16), dueling=True)
     policy = NumpyQNetwork(4, 2, (16, 16), dueling=True)
