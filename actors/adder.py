@@ -51,8 +51,9 @@ class TransitionAdder:
     rows. The batches, their order, sizes, stamps and episode records are those of the
     simple per-env algorithm described above: rows in (step, env) order, oldest window
     start first; every batch exactly ``push_every`` rows except the one ``flush()``
-    sends; a batch is stamped with the env steps at the step that completed it. It is
-    sent at the cut after that step, at most ``ceil(push_every / E)`` steps later.
+    sends; a batch is stamped with the env steps and the policy version of the step
+    that completed it. It is sent at the cut after that step, at most
+    ``ceil(push_every / E)`` steps later.
     """
 
     def __init__(
@@ -95,8 +96,7 @@ class TransitionAdder:
         self._k = np.arange(n)
         self._every = -(-self.push_every // e)  # steps between cuts
         # Ring of the last H steps: the steps not cut yet (at most _every), the n - 1
-        # before them that open windows start in, the one before those (whether the
-        # first is a reset-only step) and the newest observation.
+        # before them that open windows start in, the newest observation, and a spare.
         self._ring = self._every + n + 2  # H
         h = self._ring
         self._obs_h: np.ndarray | None = None  # [H, E, *obs_shape]: obs at step t
